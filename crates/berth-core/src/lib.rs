@@ -1,0 +1,20 @@
+//! Domain types every Berth component agrees on.
+//!
+//! Architecture Invariant: this crate knows nothing of HTTP, SQL or Docker;
+//! it is the vocabulary the other crates speak to each other.
+
+mod function;
+mod task;
+
+pub use function::{FunctionConfig, FunctionVersion, InvalidConfig, Limits, validate_name};
+pub use task::{RequestMeta, TaskError, TaskId, TaskKind, TaskRecord, TaskStatus, Timing, Usage};
+
+/// Tenant every resource belongs to until tenants are managed; the admin key
+/// acts as this tenant.
+pub const ADMIN_TENANT: &str = "admin";
+
+/// Milliseconds since the Unix epoch: the one clock format stored anywhere.
+pub fn now_ms() -> i64 {
+    let now = time::OffsetDateTime::now_utc();
+    i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}

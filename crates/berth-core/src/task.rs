@@ -1,0 +1,212 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Task ids are UUIDv7: unguessable enough to share in URLs and ordered by
+/// creation, which keeps index inserts append-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct TaskId(pub uuid::Uuid);
+
+impl TaskId {
+    pub fn new() -> Self {
+        Self(uuid::Uuid::now_v7())
+    }
+}
+
+impl Default for TaskId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for TaskId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.as_hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for TaskId {
+    type Err = uuid::Error;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        uuid::Uuid::try_parse(s).map(Self)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    TimedOut,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub const ALL: [TaskStatus; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::Succeeded,
+        Self::Failed,
+        Self::TimedOut,
+        Self::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "queued",
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::TimedOut => "timed_out",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn is_terminal(self) -> bool {
+        !matches!(self, Self::Queued | Self::Running)
+    }
+}
+
+impl FromStr for TaskStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown task status {s:?}"))
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Sync tasks live as long as their HTTP request; async tasks are durable
+/// queue entries. Recovery treats them differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Sync,
+    Async,
+}
+
+impl TaskKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sync => "sync",
+            Self::Async => "async",
+        }
+    }
+}
+
+impl FromStr for TaskKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "sync" => Ok(Self::Sync),
+            "async" => Ok(Self::Async),
+            _ => Err(format!("unknown task kind {s:?}")),
+        }
+    }
+}
+
+/// Why a task did not succeed. `code` is stable and machine-readable
+/// (`exit`, `oom`, `timeout`, `lost`, `cancelled`, `image_missing`, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskError {
+    pub code: String,
+    pub message: String,
+}
+
+impl TaskError {
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// CPU time the function's processes consumed, when the runtime could
+    /// measure it.
+    pub cpu_ms: Option<i64>,
+    pub peak_memory_bytes: Option<i64>,
+    pub wall_ms: Option<i64>,
+}
+
+/// Where a task's time went, in milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timing {
+    pub queued_ms: Option<i64>,
+    pub pull_ms: Option<i64>,
+    pub start_ms: Option<i64>,
+    pub run_ms: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    pub id: TaskId,
+    pub tenant: String,
+    pub function: String,
+    pub version: i64,
+    pub kind: TaskKind,
+    pub status: TaskStatus,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub exit_code: Option<i64>,
+    pub error: Option<TaskError>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub usage: Usage,
+    pub timing: Timing,
+    pub input_bytes: Option<i64>,
+    pub output_bytes: Option<i64>,
+    /// Request metadata (method, query, headers) that becomes the CGI
+    /// environment; kept so that an async retry sees the same request.
+    pub request: RequestMeta,
+}
+
+/// The parts of the HTTP request a function sees besides its body.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestMeta {
+    pub method: String,
+    pub query: String,
+    pub content_type: Option<String>,
+    pub content_length: Option<u64>,
+    /// Header names lower-case, in request order; only headers that are
+    /// safe to hand to user code (no Authorization, no hop-by-hop).
+    pub headers: Vec<(String, String)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_round_trips() {
+        for st in TaskStatus::ALL {
+            assert_eq!(st.as_str().parse::<TaskStatus>(), Ok(st));
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+        }
+        assert!("done".parse::<TaskStatus>().is_err());
+    }
+
+    #[test]
+    fn ids_parse_and_order() {
+        let a = TaskId::new();
+        let b = TaskId::new();
+        assert!(a < b);
+        assert_eq!(a.to_string().parse::<TaskId>().unwrap(), a);
+        assert!("nope".parse::<TaskId>().is_err());
+    }
+}

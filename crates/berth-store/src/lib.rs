@@ -1,0 +1,138 @@
+//! Control-plane state: API keys, functions and their versions, task records
+//! and the durable async queue, plus the task payload files.
+//!
+//! Architecture Invariant: only this crate speaks SQL. Everything above it
+//! sees the [`Store`] trait, so a PostgreSQL implementation can slide in for
+//! clusters without the API or scheduler noticing.
+
+mod payloads;
+mod sqlite;
+
+use async_trait::async_trait;
+use berth_core::{
+    FunctionConfig, FunctionVersion, TaskError, TaskId, TaskRecord, TaskStatus, Timing, Usage,
+};
+
+pub use payloads::{PayloadKind, Payloads};
+pub use sqlite::SqliteStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+    #[error("payload storage: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// A function as listed: its newest version.
+#[derive(Debug, Clone)]
+pub struct FunctionSummary {
+    pub latest: FunctionVersion,
+    pub version_count: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub function: Option<String>,
+    pub status: Option<TaskStatus>,
+    /// Only tasks older than this cursor (a value from a previous page).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    /// Pass as `before` to get the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
+/// How a claimed attempt ended.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    pub status: TaskStatus,
+    pub exit_code: Option<i64>,
+    pub error: Option<TaskError>,
+    pub usage: Usage,
+    pub timing: Timing,
+    pub output_bytes: Option<i64>,
+}
+
+/// What a recovery pass changed.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    pub requeued: Vec<TaskId>,
+    pub failed: Vec<TaskId>,
+}
+
+/// Outcome of a cancel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// Was queued; it will never run.
+    Dequeued,
+    /// Is running; whoever holds the lease must kill it.
+    Running { lease_owner: Option<String> },
+    /// Had already finished; nothing changed.
+    AlreadyFinished(TaskStatus),
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Registers a key hash for a tenant. Only hashes are ever stored.
+    async fn put_api_key(&self, tenant: &str, hash: &[u8; 32], label: &str) -> Result<()>;
+    /// Drops every key with this label (e.g. replacing the admin key).
+    async fn delete_api_keys_labelled(&self, tenant: &str, label: &str) -> Result<u64>;
+    async fn tenant_for_key(&self, hash: &[u8; 32]) -> Result<Option<String>>;
+
+    /// Records a new version unless the config and image id equal the
+    /// latest; returns the version in force and whether it is new.
+    async fn put_function(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: &FunctionConfig,
+        image_id: &str,
+    ) -> Result<(FunctionVersion, bool)>;
+    async fn get_function(&self, tenant: &str, name: &str) -> Result<Option<FunctionSummary>>;
+    async fn list_versions(&self, tenant: &str, name: &str) -> Result<Vec<FunctionVersion>>;
+    async fn get_version(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: i64,
+    ) -> Result<Option<FunctionVersion>>;
+    async fn list_functions(&self, tenant: &str) -> Result<Vec<FunctionSummary>>;
+    /// Removes the function and its versions; its queued tasks fail with
+    /// `function_deleted`. Returns false when there was no such function.
+    async fn delete_function(&self, tenant: &str, name: &str) -> Result<bool>;
+
+    /// Durably records a task. For async tasks this is the commit point:
+    /// once it returns, the task will run.
+    async fn insert_task(&self, task: &TaskRecord) -> Result<()>;
+    async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>>;
+    async fn list_tasks(&self, tenant: &str, filter: &TaskFilter) -> Result<TaskPage>;
+    async fn count_tasks(&self, status: TaskStatus) -> Result<i64>;
+
+    /// Moves up to `max` queued async tasks to running under a lease held by
+    /// `owner`, oldest first, counting the attempt.
+    async fn claim_queued(&self, owner: &str, max: u32, lease_ms: i64) -> Result<Vec<TaskRecord>>;
+    async fn renew_leases(&self, owner: &str, ids: &[TaskId], lease_ms: i64) -> Result<()>;
+    /// Marks a sync task running under a lease, with its attempt counted.
+    async fn start_task(&self, id: TaskId, owner: &str, lease_ms: i64) -> Result<bool>;
+    /// Records the end of an attempt. Refused (false) unless the task is
+    /// still running that attempt: a cancel or a recovery won the race.
+    async fn finish_task(&self, id: TaskId, attempt: i64, finish: &Finish) -> Result<bool>;
+    async fn cancel_task(&self, tenant: &str, id: TaskId) -> Result<Option<Cancel>>;
+    /// Requeues running tasks whose lease expired, or whose owner is
+    /// `dead_owner`; tasks out of attempts, and sync tasks (their caller is
+    /// gone), fail with `lost`.
+    async fn recover(&self, dead_owner: Option<&str>) -> Result<Recovered>;
+}

@@ -1,0 +1,267 @@
+use super::*;
+
+fn config(image: &str) -> FunctionConfig {
+    serde_json::from_value(serde_json::json!({ "image": image })).unwrap()
+}
+
+fn task(function: &str, kind: TaskKind) -> TaskRecord {
+    TaskRecord {
+        id: TaskId::new(),
+        tenant: "t".into(),
+        function: function.into(),
+        version: 1,
+        kind,
+        status: TaskStatus::Queued,
+        attempt: 0,
+        max_attempts: 2,
+        exit_code: None,
+        error: None,
+        created_at: now_ms(),
+        started_at: None,
+        finished_at: None,
+        usage: Usage::default(),
+        timing: Timing::default(),
+        input_bytes: Some(3),
+        output_bytes: None,
+        request: RequestMeta {
+            method: "POST".into(),
+            query: "a=1".into(),
+            ..Default::default()
+        },
+    }
+}
+
+fn finish(status: TaskStatus) -> Finish {
+    Finish {
+        status,
+        exit_code: Some(0),
+        error: None,
+        usage: Usage::default(),
+        timing: Timing::default(),
+        output_bytes: Some(1),
+    }
+}
+
+#[tokio::test]
+async fn versions_are_immutable_and_only_made_on_change() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let (v1, new) = s
+        .put_function("t", "f", &config("a"), "sha256:1")
+        .await
+        .unwrap();
+    assert!(new);
+    assert_eq!(v1.version, 1);
+    let (same, new) = s
+        .put_function("t", "f", &config("a"), "sha256:1")
+        .await
+        .unwrap();
+    assert!(!new);
+    assert_eq!(same.version, 1);
+    // Same reference, new content behind it: a new version.
+    let (v2, new) = s
+        .put_function("t", "f", &config("a"), "sha256:2")
+        .await
+        .unwrap();
+    assert!(new);
+    assert_eq!(v2.version, 2);
+    assert_eq!(
+        s.get_version("t", "f", 1).await.unwrap().unwrap().image_id,
+        "sha256:1"
+    );
+    assert_eq!(
+        s.get_function("t", "f")
+            .await
+            .unwrap()
+            .unwrap()
+            .version_count,
+        2
+    );
+    assert!(s.get_function("other", "f").await.unwrap().is_none());
+
+    let queued = task("f", TaskKind::Async);
+    s.insert_task(&queued).await.unwrap();
+    assert!(s.delete_function("t", "f").await.unwrap());
+    assert!(!s.delete_function("t", "f").await.unwrap());
+    assert!(s.get_function("t", "f").await.unwrap().is_none());
+    assert!(s.get_version("t", "f", 1).await.unwrap().is_none());
+    let t = s.get_task("t", queued.id).await.unwrap().unwrap();
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(t.error.unwrap().code, "function_deleted");
+    let (v3, _) = s
+        .put_function("t", "f", &config("a"), "sha256:1")
+        .await
+        .unwrap();
+    assert_eq!(v3.version, 3, "numbering continues after delete");
+}
+
+#[tokio::test]
+async fn queue_claims_fifo_once() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let tasks: Vec<_> = (0..5).map(|_| task("f", TaskKind::Async)).collect();
+    for t in &tasks {
+        s.insert_task(t).await.unwrap();
+    }
+    s.insert_task(&task("f", TaskKind::Sync)).await.unwrap();
+    let first = s.claim_queued("n1", 3, 10_000).await.unwrap();
+    let ids: Vec<_> = first.iter().map(|t| t.id).collect();
+    assert_eq!(ids, tasks[..3].iter().map(|t| t.id).collect::<Vec<_>>());
+    assert!(
+        first
+            .iter()
+            .all(|t| t.attempt == 1 && t.status == TaskStatus::Running)
+    );
+    let rest = s.claim_queued("n2", 10, 10_000).await.unwrap();
+    assert_eq!(rest.len(), 2, "sync tasks are never claimed by the queue");
+    assert!(s.claim_queued("n2", 10, 10_000).await.unwrap().is_empty());
+
+    assert!(
+        s.finish_task(ids[0], 1, &finish(TaskStatus::Succeeded))
+            .await
+            .unwrap()
+    );
+    // A stale attempt cannot overwrite the result.
+    assert!(
+        !s.finish_task(ids[0], 1, &finish(TaskStatus::Failed))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_task("t", ids[0]).await.unwrap().unwrap().status,
+        TaskStatus::Succeeded
+    );
+}
+
+#[tokio::test]
+async fn recovery_requeues_then_gives_up() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let t = task("f", TaskKind::Async);
+    s.insert_task(&t).await.unwrap();
+    let sync = task("f", TaskKind::Sync);
+    s.insert_task(&sync).await.unwrap();
+    assert!(s.start_task(sync.id, "dead", 60_000).await.unwrap());
+
+    s.claim_queued("dead", 1, 60_000).await.unwrap();
+    assert_eq!(
+        s.recover(Some("alive")).await.unwrap(),
+        Recovered::default()
+    );
+    let r = s.recover(Some("dead")).await.unwrap();
+    assert_eq!(r.requeued, vec![t.id]);
+    assert_eq!(r.failed, vec![sync.id]);
+    assert_eq!(
+        s.get_task("t", sync.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .error
+            .unwrap()
+            .code,
+        "lost"
+    );
+
+    // Second attempt also lost, by lease expiry this time: out of attempts.
+    let again = s.claim_queued("other", 1, -1).await.unwrap();
+    assert_eq!(again[0].attempt, 2);
+    let r = s.recover(None).await.unwrap();
+    assert_eq!(r.failed, vec![t.id]);
+    let t = s.get_task("t", t.id).await.unwrap().unwrap();
+    assert_eq!(t.status, TaskStatus::Failed);
+    assert_eq!(t.error.unwrap().code, "lost");
+}
+
+#[tokio::test]
+async fn cancel_and_tenancy() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let a = task("f", TaskKind::Async);
+    let b = task("f", TaskKind::Async);
+    s.insert_task(&a).await.unwrap();
+    s.insert_task(&b).await.unwrap();
+    assert_eq!(s.cancel_task("other", a.id).await.unwrap(), None);
+    assert_eq!(
+        s.cancel_task("t", a.id).await.unwrap(),
+        Some(Cancel::Dequeued)
+    );
+    let claimed = s.claim_queued("n", 5, 10_000).await.unwrap();
+    assert_eq!(claimed.len(), 1, "a cancelled task is never claimed");
+    assert_eq!(
+        s.cancel_task("t", b.id).await.unwrap(),
+        Some(Cancel::Running {
+            lease_owner: Some("n".into())
+        })
+    );
+    assert!(
+        !s.finish_task(b.id, 1, &finish(TaskStatus::Succeeded))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.cancel_task("t", b.id).await.unwrap(),
+        Some(Cancel::AlreadyFinished(TaskStatus::Cancelled))
+    );
+}
+
+#[tokio::test]
+async fn pagination_walks_every_task_once() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let mut ids = Vec::new();
+    for i in 0..25 {
+        let t = task(if i % 2 == 0 { "even" } else { "odd" }, TaskKind::Async);
+        ids.push(t.id);
+        s.insert_task(&t).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut filter = TaskFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    loop {
+        let page = s.list_tasks("t", &filter).await.unwrap();
+        seen.extend(page.tasks.iter().map(|t| t.id));
+        match page.next {
+            Some(n) => filter.before = Some(n),
+            None => break,
+        }
+    }
+    ids.reverse();
+    assert_eq!(seen, ids, "newest first, no gaps, no repeats");
+    let even = s
+        .list_tasks(
+            "t",
+            &TaskFilter {
+                function: Some("even".into()),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(even.tasks.len(), 13);
+    let none = s
+        .list_tasks(
+            "t",
+            &TaskFilter {
+                status: Some(TaskStatus::Running),
+                limit: 100,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(none.tasks.is_empty());
+}
+
+#[tokio::test]
+async fn keys_resolve_by_hash() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    s.put_api_key("admin", &[7; 32], "admin").await.unwrap();
+    assert_eq!(
+        s.tenant_for_key(&[7; 32]).await.unwrap().as_deref(),
+        Some("admin")
+    );
+    assert_eq!(s.tenant_for_key(&[8; 32]).await.unwrap(), None);
+    assert_eq!(
+        s.delete_api_keys_labelled("admin", "admin").await.unwrap(),
+        1
+    );
+    assert_eq!(s.tenant_for_key(&[7; 32]).await.unwrap(), None);
+}
