@@ -1,1 +1,98 @@
+//! The HTTP API of Berth.
+//!
+//! Architecture Invariant: only this crate knows HTTP and JSON. Handlers
+//! translate requests into calls on the TaskManager and the store, and
+//! their typed errors into JSON errors; they hold no state of their own, so
+//! any number of API replicas can serve the same cluster.
 
+mod auth;
+mod error;
+mod extract;
+mod functions;
+mod invoke;
+mod tasks;
+mod views;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::http::StatusCode;
+use axum::middleware;
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use berth_scheduler::TaskManager;
+use berth_store::Store;
+
+pub use auth::{generate_key, hash_key};
+pub use error::ApiError;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub tasks: Arc<TaskManager>,
+}
+
+pub fn router(state: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/functions", get(functions::list))
+        .route(
+            "/functions/{name}",
+            get(functions::get)
+                .put(functions::put)
+                .delete(functions::delete),
+        )
+        .route("/functions/{name}/invoke", post(invoke::invoke))
+        .route("/functions/{name}/tasks", post(tasks::submit))
+        .route("/tasks", get(tasks::list))
+        .route("/tasks/{id}", get(tasks::get).delete(tasks::cancel))
+        .route("/tasks/{id}/output", get(tasks::output))
+        .route("/tasks/{id}/logs", get(tasks::logs))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("not_found", "no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        "this endpoint does not accept that method",
+    )
+}
+
+/// Ready when the store answers and at least one executor is healthy.
+async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
+    let store_ok = state
+        .store
+        .count_tasks(berth_core::TaskStatus::Queued)
+        .await
+        .is_ok();
+    let executors = state.tasks.executor_status().await;
+    let healthy = executors.iter().filter(|e| e.healthy).count();
+    let body = serde_json::json!({
+        "store": store_ok,
+        "executors": executors.len(),
+        "healthy_executors": healthy,
+    });
+    let status = if store_ok && healthy > 0 {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,1 +1,549 @@
+//! The TaskManager: turns requests into tasks and tasks into container runs.
+//!
+//! It owns the decisions (which version runs, on which executor, when an
+//! async task is claimed, retried or given up) and none of the mechanisms:
+//! executors run containers, the store keeps state. Sync calls go straight
+//! to an executor; async tasks go through the store's queue, claimed under
+//! renewable leases so that a crashed process's work is found and re-run.
 
+mod cgi;
+mod dispatch;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_core::{
+    FunctionConfig, FunctionVersion, Limits, RequestMeta, TaskError, TaskId, TaskKind, TaskRecord,
+    TaskStatus, Timing, Usage, now_ms, validate_name,
+};
+use berth_executor::{ExecError, Executor, ExecutorStatus, InputStream, Invocation, RunSpec};
+use berth_store::{Cancel, Finish, Lease, PayloadKind, Payloads, Store, StoreError};
+use bytes::Bytes;
+use futures::StreamExt;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+pub use cgi::cgi_env;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("function {0:?} not found")]
+    FunctionNotFound(String),
+    #[error("request body is larger than the {0} byte limit")]
+    InputTooLarge(u64),
+    #[error("request body could not be read: {0}")]
+    InputAborted(std::io::Error),
+    #[error(transparent)]
+    Exec(#[from] ExecError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("no executor is configured")]
+    NoExecutor,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// This process's identity in leases and container labels.
+    pub node_id: String,
+    /// Async tasks run at once by this process.
+    pub async_concurrency: usize,
+    pub lease: Duration,
+    /// Attempts an async task gets when the process running it is lost.
+    pub max_attempts: i64,
+    pub max_log_bytes: u64,
+    pub max_output_bytes: u64,
+    pub max_async_input_bytes: u64,
+    /// How often the queue is checked without a wake-up (other replicas'
+    /// submissions, expired leases).
+    pub poll_interval: Duration,
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            node_id: "local".into(),
+            async_concurrency: 4,
+            lease: Duration::from_secs(30),
+            max_attempts: 3,
+            max_log_bytes: 1024 * 1024,
+            max_output_bytes: 1024 * 1024 * 1024,
+            max_async_input_bytes: 256 * 1024 * 1024,
+            poll_interval: Duration::from_millis(500),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// The end of a sync call, sent once the task record is final.
+#[derive(Debug, Clone)]
+pub struct CallResult {
+    pub status: TaskStatus,
+    pub exit_code: Option<i64>,
+    pub error: Option<TaskError>,
+    pub timing: Timing,
+    pub usage: Usage,
+    pub stderr_tail: String,
+}
+
+/// A sync call in flight. `stdout` must be drained (or dropped, which kills
+/// the function); `result` resolves after the process exits.
+pub struct SyncCall {
+    pub task_id: TaskId,
+    pub version: i64,
+    pub stdout: mpsc::Receiver<Bytes>,
+    pub result: oneshot::Receiver<CallResult>,
+}
+
+pub struct TaskManager {
+    store: Arc<dyn Store>,
+    payloads: Payloads,
+    executors: Vec<Arc<dyn Executor>>,
+    cfg: Config,
+    /// Attempts running in this process, by task, so a cancel can reach them.
+    running: Mutex<HashMap<TaskId, CancellationToken>>,
+    wake: Notify,
+}
+
+impl TaskManager {
+    pub fn new(
+        store: Arc<dyn Store>,
+        payloads: Payloads,
+        executors: Vec<Arc<dyn Executor>>,
+        cfg: Config,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            payloads,
+            executors,
+            cfg,
+            running: Mutex::new(HashMap::new()),
+            wake: Notify::new(),
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn payloads(&self) -> &Payloads {
+        &self.payloads
+    }
+
+    pub async fn executor_status(&self) -> Vec<ExecutorStatus> {
+        let mut all = Vec::with_capacity(self.executors.len());
+        for e in &self.executors {
+            all.push(e.status().await);
+        }
+        all
+    }
+
+    /// Validates a definition, pins its image to the content id the
+    /// executors have, and records a version if anything changed.
+    pub async fn deploy(
+        &self,
+        tenant: &str,
+        name: &str,
+        config: FunctionConfig,
+    ) -> Result<(FunctionVersion, bool), SchedError> {
+        validate_name(name).map_err(|e| SchedError::Invalid(e.0))?;
+        config
+            .validate(&self.cfg.limits)
+            .map_err(|e| SchedError::Invalid(e.0))?;
+        let executor = self.executors.first().ok_or(SchedError::NoExecutor)?;
+        let image = executor.resolve_image(&config.image).await?;
+        Ok(self
+            .store
+            .put_function(tenant, name, &config, &image.id)
+            .await?)
+    }
+
+    async fn latest(&self, tenant: &str, name: &str) -> Result<FunctionVersion, SchedError> {
+        self.store
+            .get_function(tenant, name)
+            .await?
+            .map(|f| f.latest)
+            .ok_or_else(|| SchedError::FunctionNotFound(name.to_owned()))
+    }
+
+    fn new_task(v: &FunctionVersion, kind: TaskKind, request: RequestMeta) -> TaskRecord {
+        TaskRecord {
+            id: TaskId::new(),
+            tenant: v.tenant.clone(),
+            function: v.function.clone(),
+            version: v.version,
+            kind,
+            status: TaskStatus::Queued,
+            attempt: 0,
+            max_attempts: 1,
+            exit_code: None,
+            error: None,
+            created_at: now_ms(),
+            started_at: None,
+            finished_at: None,
+            usage: Usage::default(),
+            timing: Timing::default(),
+            input_bytes: None,
+            output_bytes: None,
+            request,
+        }
+    }
+
+    fn spec(&self, v: &FunctionVersion, task: &TaskRecord, cancel: CancellationToken) -> RunSpec {
+        RunSpec {
+            task_id: task.id,
+            tenant: v.tenant.clone(),
+            function: v.function.clone(),
+            version: v.version,
+            image: v.image_id.clone(),
+            command: v.config.command.clone(),
+            env: cgi_env(v, task),
+            cpu_millis: v.config.cpu_millis,
+            memory_mb: v.config.memory_mb,
+            timeout: Duration::from_secs(u64::from(v.config.timeout_secs)),
+            cancel,
+        }
+    }
+
+    /// First fit over executors that report room. The executor remains
+    /// the judge of its own capacity and refuses if it filled up meanwhile.
+    async fn place(&self, spec: RunSpec, stdin: InputStream) -> Result<Invocation, SchedError> {
+        let executor = self
+            .executors
+            .iter()
+            .find(|e| e.has_room())
+            .or(self.executors.first())
+            .ok_or(SchedError::NoExecutor)?;
+        Ok(executor.run(spec, stdin).await?)
+    }
+
+    fn track(&self, id: TaskId) -> CancellationToken {
+        let token = CancellationToken::new();
+        self.lock_running().insert(id, token.clone());
+        token
+    }
+
+    fn untrack(&self, id: TaskId) {
+        self.lock_running().remove(&id);
+    }
+
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, CancellationToken>> {
+        // A panic while holding this lock cannot leave the map inconsistent
+        // (single inserts and removes), so a poisoned lock is still usable.
+        self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a synchronous call: the task is recorded as running, the
+    /// container started, and stdout handed back as it is produced.
+    pub async fn invoke(
+        self: &Arc<Self>,
+        tenant: &str,
+        name: &str,
+        request: RequestMeta,
+        body: InputStream,
+    ) -> Result<SyncCall, SchedError> {
+        let v = self.latest(tenant, name).await?;
+        let mut task = Self::new_task(&v, TaskKind::Sync, request);
+        task.status = TaskStatus::Running;
+        task.attempt = 1;
+        task.started_at = Some(task.created_at);
+        task.timing.queued_ms = Some(0);
+        task.input_bytes = task
+            .request
+            .content_length
+            .and_then(|n| i64::try_from(n).ok());
+        let lease = Lease {
+            owner: self.cfg.node_id.clone(),
+            expires_at: now_ms() + lease_ms(self.cfg.lease),
+        };
+        self.store.insert_task(&task, Some(&lease)).await?;
+        let cancel = self.track(task.id);
+        let inv = match self.place(self.spec(&v, &task, cancel), body).await {
+            Ok(inv) => inv,
+            Err(e) => {
+                self.untrack(task.id);
+                let finish = Finish {
+                    status: TaskStatus::Failed,
+                    exit_code: None,
+                    error: Some(start_error(&e)),
+                    usage: Usage::default(),
+                    timing: Timing::default(),
+                    output_bytes: None,
+                };
+                if let Err(se) = self.store.finish_task(task.id, 1, &finish).await {
+                    warn!(task = %task.id, error = %se, "could not record failed start");
+                }
+                return Err(e);
+            }
+        };
+        let (result_tx, result_rx) = oneshot::channel();
+        let this = Arc::clone(self);
+        let Invocation {
+            stdout,
+            stderr,
+            done,
+        } = inv;
+        let id = task.id;
+        tokio::spawn(async move {
+            let logs = this.collect_logs(id, stderr);
+            let (outcome, logs) = tokio::join!(done, logs);
+            let stderr_tail = match &outcome {
+                Ok(Ok(o)) => o.stderr_tail.trim_end().to_owned(),
+                _ => String::new(),
+            };
+            let finish = finish_from(outcome, None);
+            this.commit_logs(id, logs).await;
+            match this.store.finish_task(id, 1, &finish).await {
+                Ok(_) => {}
+                Err(e) => warn!(task = %id, error = %e, "could not record sync result"),
+            }
+            this.untrack(id);
+            let _ = result_tx.send(CallResult {
+                status: finish.status,
+                exit_code: finish.exit_code,
+                error: finish.error,
+                timing: finish.timing,
+                usage: finish.usage,
+                stderr_tail,
+            });
+        });
+        Ok(SyncCall {
+            task_id: task.id,
+            version: v.version,
+            stdout,
+            result: result_rx,
+        })
+    }
+
+    /// Accepts an async task: the input is written and synced, then the
+    /// task row committed. Only then is the task acknowledged.
+    pub async fn submit(
+        &self,
+        tenant: &str,
+        name: &str,
+        request: RequestMeta,
+        mut body: InputStream,
+    ) -> Result<TaskRecord, SchedError> {
+        let v = self.latest(tenant, name).await?;
+        let mut task = Self::new_task(&v, TaskKind::Async, request);
+        task.max_attempts = self.cfg.max_attempts;
+        let limit = self.cfg.max_async_input_bytes;
+        if task.request.content_length.is_some_and(|n| n > limit) {
+            return Err(SchedError::InputTooLarge(limit));
+        }
+        let mut writer = self
+            .payloads
+            .create(task.id, PayloadKind::Input)
+            .await
+            .map_err(StoreError::Io)?;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(SchedError::InputAborted)?;
+            if writer.written() + chunk.len() as u64 > limit {
+                return Err(SchedError::InputTooLarge(limit));
+            }
+            writer.write(&chunk).await.map_err(StoreError::Io)?;
+        }
+        let size = writer.commit().await.map_err(StoreError::Io)?;
+        task.input_bytes = i64::try_from(size).ok();
+        task.request.content_length = Some(size);
+        if let Err(e) = self.store.insert_task(&task, None).await {
+            let _ = self.payloads.remove(task.id).await;
+            return Err(e.into());
+        }
+        self.wake.notify_one();
+        Ok(task)
+    }
+
+    /// Cancels a task of this tenant. A running attempt in this process is
+    /// killed at once; one elsewhere sees its lease gone at finish.
+    pub async fn cancel(&self, tenant: &str, id: TaskId) -> Result<Option<Cancel>, SchedError> {
+        let result = self.store.cancel_task(tenant, id).await?;
+        if let Some(Cancel::Running { .. }) = &result
+            && let Some(token) = self.lock_running().get(&id)
+        {
+            token.cancel();
+        }
+        Ok(result)
+    }
+
+    /// Drains stderr into the task's log file, keeping at most the
+    /// configured size; draining continues past the cap so the function is
+    /// never stalled by its own logging.
+    async fn collect_logs(
+        &self,
+        id: TaskId,
+        mut stderr: mpsc::Receiver<Bytes>,
+    ) -> Option<berth_store::PayloadWriter> {
+        let mut writer = match self.payloads.create(id, PayloadKind::Logs).await {
+            Ok(w) => Some(w),
+            Err(e) => {
+                warn!(task = %id, error = %e, "cannot store logs");
+                None
+            }
+        };
+        let cap = self.cfg.max_log_bytes;
+        let mut truncated = false;
+        while let Some(chunk) = stderr.recv().await {
+            let Some(w) = writer.as_mut() else { continue };
+            if truncated {
+                continue;
+            }
+            let room = usize::try_from(cap.saturating_sub(w.written())).unwrap_or(usize::MAX);
+            let part = &chunk[..chunk.len().min(room)];
+            if let Err(e) = w.write(part).await {
+                warn!(task = %id, error = %e, "log write failed");
+                writer = None;
+                continue;
+            }
+            if part.len() < chunk.len() {
+                truncated = true;
+                let note = format!("\n[berth: logs truncated at {cap} bytes]\n");
+                if w.write(note.as_bytes()).await.is_err() {
+                    writer = None;
+                }
+            }
+        }
+        writer
+    }
+
+    async fn commit_logs(&self, id: TaskId, logs: Option<berth_store::PayloadWriter>) {
+        if let Some(w) = logs
+            && let Err(e) = w.commit().await
+        {
+            warn!(task = %id, error = %e, "could not commit logs");
+        }
+    }
+
+    /// Runs once at start: requeues what a previous life of this process
+    /// left running and removes its orphaned containers.
+    pub async fn recover_at_start(&self) -> Result<(), SchedError> {
+        let r = self.store.recover(Some(&self.cfg.node_id)).await?;
+        if !r.requeued.is_empty() || !r.failed.is_empty() {
+            info!(
+                requeued = r.requeued.len(),
+                failed = r.failed.len(),
+                "recovered tasks from a previous run"
+            );
+        }
+        for e in &self.executors {
+            match e.reap_orphans().await {
+                Ok(0) => {}
+                Ok(n) => info!(containers = n, "removed orphaned containers"),
+                Err(err) => warn!(error = %err, "could not reap orphaned containers"),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn lease_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The task error recorded when a run could not even start.
+fn start_error(e: &SchedError) -> TaskError {
+    let code = match e {
+        SchedError::Exec(ExecError::ImageNotFound(_)) => "image_missing",
+        SchedError::Exec(ExecError::NoCapacity(_)) => "no_capacity",
+        SchedError::Exec(ExecError::EngineUnavailable(_)) => "engine_unavailable",
+        _ => "start_failed",
+    };
+    TaskError::new(code, e.to_string())
+}
+
+/// Turns an executor's account of an attempt into the task's final state.
+fn finish_from(
+    outcome: Result<Result<berth_executor::RunOutcome, ExecError>, oneshot::error::RecvError>,
+    output_bytes: Option<i64>,
+) -> Finish {
+    use berth_executor::Exit;
+    let outcome = match outcome {
+        Ok(Ok(o)) => o,
+        Ok(Err(e)) => {
+            return Finish {
+                status: TaskStatus::Failed,
+                exit_code: None,
+                error: Some(TaskError::new("engine_error", e.to_string())),
+                usage: Usage::default(),
+                timing: Timing::default(),
+                output_bytes,
+            };
+        }
+        Err(_) => {
+            return Finish {
+                status: TaskStatus::Failed,
+                exit_code: None,
+                error: Some(TaskError::new("lost", "the executor dropped the attempt")),
+                usage: Usage::default(),
+                timing: Timing::default(),
+                output_bytes,
+            };
+        }
+    };
+    let tail = outcome.stderr_tail.trim_end();
+    let (status, exit_code, error) = match outcome.exit {
+        Exit::Code(0) => (TaskStatus::Succeeded, Some(0), None),
+        Exit::Code(code) => (
+            TaskStatus::Failed,
+            Some(code),
+            Some(TaskError::new(
+                "exit",
+                if tail.is_empty() {
+                    format!("function exited with code {code}")
+                } else {
+                    format!("function exited with code {code}: {tail}")
+                },
+            )),
+        ),
+        Exit::OomKilled => (
+            TaskStatus::Failed,
+            None,
+            Some(TaskError::new(
+                "oom",
+                "function was killed for exceeding its memory limit",
+            )),
+        ),
+        Exit::TimedOut => (
+            TaskStatus::TimedOut,
+            None,
+            Some(TaskError::new(
+                "timeout",
+                "function exceeded its timeout and was killed",
+            )),
+        ),
+        Exit::Cancelled => (
+            TaskStatus::Cancelled,
+            None,
+            Some(TaskError::new("cancelled", "cancelled by request")),
+        ),
+        Exit::CallerGone => (
+            TaskStatus::Failed,
+            None,
+            Some(TaskError::new(
+                "client_disconnected",
+                "the caller stopped reading the output; the function was killed",
+            )),
+        ),
+    };
+    Finish {
+        status,
+        exit_code,
+        error,
+        usage: Usage {
+            cpu_ms: outcome.cpu_ms,
+            peak_memory_bytes: outcome.peak_memory_bytes,
+            wall_ms: Some(outcome.run_ms),
+        },
+        timing: Timing {
+            queued_ms: None,
+            pull_ms: None,
+            start_ms: Some(outcome.start_ms),
+            run_ms: Some(outcome.run_ms),
+        },
+        output_bytes,
+    }
+}

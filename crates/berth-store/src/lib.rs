@@ -13,7 +13,7 @@ use berth_core::{
     FunctionConfig, FunctionVersion, TaskError, TaskId, TaskRecord, TaskStatus, Timing, Usage,
 };
 
-pub use payloads::{PayloadKind, Payloads};
+pub use payloads::{PayloadKind, PayloadWriter, Payloads};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +73,13 @@ pub struct Recovered {
     pub failed: Vec<TaskId>,
 }
 
+/// Who holds a running task, and until when (ms since the epoch).
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub owner: String,
+    pub expires_at: i64,
+}
+
 /// Outcome of a cancel request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancel {
@@ -116,7 +123,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Durably records a task. For async tasks this is the commit point:
     /// once it returns, the task will run.
-    async fn insert_task(&self, task: &TaskRecord) -> Result<()>;
+    /// A sync task is inserted already running under `lease`, saving a
+    /// second synchronous commit on the request path.
+    async fn insert_task(&self, task: &TaskRecord, lease: Option<&Lease>) -> Result<()>;
     async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>>;
     async fn list_tasks(&self, tenant: &str, filter: &TaskFilter) -> Result<TaskPage>;
     async fn count_tasks(&self, status: TaskStatus) -> Result<i64>;
@@ -125,8 +134,9 @@ pub trait Store: Send + Sync + 'static {
     /// `owner`, oldest first, counting the attempt.
     async fn claim_queued(&self, owner: &str, max: u32, lease_ms: i64) -> Result<Vec<TaskRecord>>;
     async fn renew_leases(&self, owner: &str, ids: &[TaskId], lease_ms: i64) -> Result<()>;
-    /// Marks a sync task running under a lease, with its attempt counted.
-    async fn start_task(&self, id: TaskId, owner: &str, lease_ms: i64) -> Result<bool>;
+    /// Hands a claimed attempt back to the queue without counting it, for
+    /// when the executor could not start it (full, engine down).
+    async fn release_task(&self, id: TaskId, attempt: i64) -> Result<bool>;
     /// Records the end of an attempt. Refused (false) unless the task is
     /// still running that attempt: a cancel or a recovery won the race.
     async fn finish_task(&self, id: TaskId, attempt: i64, finish: &Finish) -> Result<bool>;

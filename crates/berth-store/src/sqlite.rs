@@ -16,7 +16,8 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
 use crate::{
-    Cancel, Finish, FunctionSummary, Recovered, Result, Store, StoreError, TaskFilter, TaskPage,
+    Cancel, Finish, FunctionSummary, Lease, Recovered, Result, Store, StoreError, TaskFilter,
+    TaskPage,
 };
 
 /// The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
@@ -327,11 +328,12 @@ impl Store for SqliteStore {
         Ok(true)
     }
 
-    async fn insert_task(&self, t: &TaskRecord) -> Result<()> {
+    async fn insert_task(&self, t: &TaskRecord, lease: Option<&Lease>) -> Result<()> {
         let request = serde_json::to_string(&t.request).map_err(corrupt)?;
         sqlx::query(
             "INSERT INTO tasks (id, tenant, function, version, kind, status, attempt, \
-             max_attempts, created_at, input_bytes, request) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             max_attempts, created_at, started_at, queued_ms, input_bytes, request, lease_owner, \
+             lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(t.id.to_string())
         .bind(&t.tenant)
@@ -342,8 +344,12 @@ impl Store for SqliteStore {
         .bind(t.attempt)
         .bind(t.max_attempts)
         .bind(t.created_at)
+        .bind(t.started_at)
+        .bind(t.timing.queued_ms)
         .bind(t.input_bytes)
         .bind(request)
+        .bind(lease.map(|l| l.owner.as_str()))
+        .bind(lease.map(|l| l.expires_at))
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -450,18 +456,14 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn start_task(&self, id: TaskId, owner: &str, lease_ms: i64) -> Result<bool> {
-        let now = now_ms();
+    async fn release_task(&self, id: TaskId, attempt: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = ?, \
-             queued_ms = ? - created_at, lease_owner = ?, lease_expires = ? \
-             WHERE id = ? AND status = 'queued'",
+            "UPDATE tasks SET status = 'queued', attempt = attempt - 1, started_at = NULL, \
+             lease_owner = NULL, lease_expires = NULL \
+             WHERE id = ? AND status = 'running' AND attempt = ?",
         )
-        .bind(now)
-        .bind(now)
-        .bind(owner)
-        .bind(now + lease_ms)
         .bind(id.to_string())
+        .bind(attempt)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)

@@ -1,1 +1,84 @@
-fn main() {}
+//! `berth`: the all-in-one server (`berth server`) and the client commands.
+
+mod client;
+mod server;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "berth",
+    version,
+    about = "Serverless compute: run container images as HTTP functions"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the all-in-one server: API, scheduler, local executor, store.
+    Server(server::ServerArgs),
+    /// Manage functions.
+    #[command(name = "fn")]
+    Function {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::FnCommand,
+    },
+    /// Call a function: stdin is the request body, the output goes to stdout.
+    Invoke {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(flatten)]
+        args: client::InvokeArgs,
+    },
+    /// Inspect, wait for and cancel tasks.
+    Task {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: client::TaskCommand,
+    },
+}
+
+/// Where `berth server` keeps its state unless told otherwise.
+pub fn default_data_dir() -> PathBuf {
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".berth")
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => server::run(args).await.map(|()| 0),
+            Command::Function { conn, command } => client::function(conn, command).await,
+            Command::Invoke { conn, args } => client::invoke(conn, args).await,
+            Command::Task { conn, command } => client::task(conn, command).await,
+        }
+    });
+    match result {
+        Ok(code) => std::process::ExitCode::from(code),
+        Err(e) => {
+            eprintln!("berth: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

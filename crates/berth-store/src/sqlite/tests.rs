@@ -79,7 +79,7 @@ async fn versions_are_immutable_and_only_made_on_change() {
     assert!(s.get_function("other", "f").await.unwrap().is_none());
 
     let queued = task("f", TaskKind::Async);
-    s.insert_task(&queued).await.unwrap();
+    s.insert_task(&queued, None).await.unwrap();
     assert!(s.delete_function("t", "f").await.unwrap());
     assert!(!s.delete_function("t", "f").await.unwrap());
     assert!(s.get_function("t", "f").await.unwrap().is_none());
@@ -99,9 +99,11 @@ async fn queue_claims_fifo_once() {
     let s = SqliteStore::in_memory().await.unwrap();
     let tasks: Vec<_> = (0..5).map(|_| task("f", TaskKind::Async)).collect();
     for t in &tasks {
-        s.insert_task(t).await.unwrap();
+        s.insert_task(t, None).await.unwrap();
     }
-    s.insert_task(&task("f", TaskKind::Sync)).await.unwrap();
+    s.insert_task(&task("f", TaskKind::Sync), None)
+        .await
+        .unwrap();
     let first = s.claim_queued("n1", 3, 10_000).await.unwrap();
     let ids: Vec<_> = first.iter().map(|t| t.id).collect();
     assert_eq!(ids, tasks[..3].iter().map(|t| t.id).collect::<Vec<_>>());
@@ -135,10 +137,15 @@ async fn queue_claims_fifo_once() {
 async fn recovery_requeues_then_gives_up() {
     let s = SqliteStore::in_memory().await.unwrap();
     let t = task("f", TaskKind::Async);
-    s.insert_task(&t).await.unwrap();
-    let sync = task("f", TaskKind::Sync);
-    s.insert_task(&sync).await.unwrap();
-    assert!(s.start_task(sync.id, "dead", 60_000).await.unwrap());
+    s.insert_task(&t, None).await.unwrap();
+    let mut sync = task("f", TaskKind::Sync);
+    sync.status = TaskStatus::Running;
+    sync.attempt = 1;
+    let lease = Lease {
+        owner: "dead".into(),
+        expires_at: now_ms() + 60_000,
+    };
+    s.insert_task(&sync, Some(&lease)).await.unwrap();
 
     s.claim_queued("dead", 1, 60_000).await.unwrap();
     assert_eq!(
@@ -174,8 +181,8 @@ async fn cancel_and_tenancy() {
     let s = SqliteStore::in_memory().await.unwrap();
     let a = task("f", TaskKind::Async);
     let b = task("f", TaskKind::Async);
-    s.insert_task(&a).await.unwrap();
-    s.insert_task(&b).await.unwrap();
+    s.insert_task(&a, None).await.unwrap();
+    s.insert_task(&b, None).await.unwrap();
     assert_eq!(s.cancel_task("other", a.id).await.unwrap(), None);
     assert_eq!(
         s.cancel_task("t", a.id).await.unwrap(),
@@ -207,7 +214,7 @@ async fn pagination_walks_every_task_once() {
     for i in 0..25 {
         let t = task(if i % 2 == 0 { "even" } else { "odd" }, TaskKind::Async);
         ids.push(t.id);
-        s.insert_task(&t).await.unwrap();
+        s.insert_task(&t, None).await.unwrap();
     }
     let mut seen = Vec::new();
     let mut filter = TaskFilter {

@@ -1,0 +1,60 @@
+//! Bearer API keys. Keys are random 256-bit values shown once; only their
+//! SHA-256 is stored, and a request is matched by hashing what it presents.
+//! The lookup is by hash, so no comparison of secret bytes happens here.
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::Response;
+use sha2::{Digest, Sha256};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// The tenant a request acts as, put in the request extensions by [`require_key`].
+#[derive(Debug, Clone)]
+pub struct Tenant(pub String);
+
+pub fn hash_key(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// A fresh key: 32 random bytes, hex, with a prefix that makes leaked keys
+/// easy to find with secret scanners.
+pub fn generate_key() -> String {
+    let bytes: [u8; 32] = rand_bytes();
+    format!("berth_{}", hex::encode(bytes))
+}
+
+fn rand_bytes() -> [u8; 32] {
+    use rand::RngCore;
+    let mut out = [0u8; 32];
+    // ThreadRng is a CSPRNG seeded from the OS.
+    rand::rng().fill_bytes(&mut out);
+    out
+}
+
+pub async fn require_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && k.len() <= 256)
+        .ok_or_else(ApiError::unauthorized)?;
+    let tenant = state
+        .store
+        .tenant_for_key(&hash_key(presented))
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    req.extensions_mut().insert(Tenant(tenant));
+    Ok(next.run(req).await)
+}

@@ -1,0 +1,181 @@
+//! Synchronous invocation: the request body streams into the function's
+//! stdin and its stdout streams back as the response body.
+//!
+//! The status line must be sent before the body, but whether the function
+//! succeeds is known only when it exits. So the first 64 KiB of output are
+//! held back: a function that exits within them gets an exact status (200,
+//! 502, 504); one that writes more commits to 200 and streams, and if it
+//! then fails the response is cut off mid-body (the client sees a transfer
+//! error, never a clean truncated success), and the task records why.
+
+use std::io;
+
+use axum::Extension;
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use berth_core::{RequestMeta, TaskId, TaskStatus};
+use berth_executor::InputStream;
+use berth_scheduler::CallResult;
+use futures::{StreamExt, TryStreamExt, stream};
+
+use crate::AppState;
+use crate::auth::Tenant;
+use crate::error::{ApiError, ApiResult};
+
+const DECISION_WINDOW: usize = 64 * 1024;
+
+pub const TASK_ID_HEADER: HeaderName = HeaderName::from_static("x-berth-task-id");
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("x-berth-version");
+
+/// Headers that describe the connection or carry the caller's credentials;
+/// neither is the function's business.
+const HIDDEN_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "content-type",
+    "expect",
+];
+
+pub fn request_meta(method: &Method, uri: &Uri, headers: &HeaderMap) -> RequestMeta {
+    let header_str = |name| {
+        headers
+            .get(name)
+            .and_then(|v: &HeaderValue| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    RequestMeta {
+        method: method.as_str().to_owned(),
+        query: uri.query().unwrap_or_default().to_owned(),
+        content_type: header_str(header::CONTENT_TYPE),
+        content_length: header_str(header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
+        headers: headers
+            .iter()
+            .filter(|(name, _)| !HIDDEN_HEADERS.contains(&name.as_str()))
+            .filter_map(|(name, value)| {
+                Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
+            })
+            .collect(),
+    }
+}
+
+pub fn body_stream(body: Body) -> InputStream {
+    Box::pin(body.into_data_stream().map_err(io::Error::other))
+}
+
+fn task_headers(resp: &mut Response, id: TaskId, version: i64) {
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
+        h.insert(TASK_ID_HEADER, v);
+    }
+    h.insert(VERSION_HEADER, HeaderValue::from(version));
+}
+
+/// The error a finished, unsuccessful call answers with.
+pub fn call_error(result: &CallResult, id: TaskId) -> ApiError {
+    let (status, code) = match result.status {
+        TaskStatus::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+        TaskStatus::Cancelled => (StatusCode::CONFLICT, "cancelled"),
+        _ => match result.error.as_ref().map(|e| e.code.as_str()) {
+            Some("oom") => (StatusCode::BAD_GATEWAY, "oom"),
+            Some("exit") => (StatusCode::BAD_GATEWAY, "function_failed"),
+            _ => (StatusCode::BAD_GATEWAY, "function_error"),
+        },
+    };
+    let message = result
+        .error
+        .as_ref()
+        .map(|e| e.message.clone())
+        .unwrap_or_else(|| format!("task ended as {}", result.status));
+    let mut err = ApiError::new(status, code, message).with("task_id", id.to_string());
+    if let Some(code) = result.exit_code {
+        err = err.with("exit_code", code);
+    }
+    if !result.stderr_tail.is_empty() {
+        err = err.with("stderr", result.stderr_tail.clone());
+    }
+    err
+}
+
+pub async fn invoke(
+    State(state): State<AppState>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let meta = request_meta(&method, &uri, &headers);
+    let mut call = state
+        .tasks
+        .invoke(&tenant, &name, meta, body_stream(body))
+        .await?;
+    let (id, version) = (call.task_id, call.version);
+
+    let mut head: Vec<Bytes> = Vec::new();
+    let mut held = 0;
+    let exited = loop {
+        match call.stdout.recv().await {
+            Some(chunk) => {
+                held += chunk.len();
+                head.push(chunk);
+                if held >= DECISION_WINDOW {
+                    break false;
+                }
+            }
+            None => break true,
+        }
+    };
+
+    let mut resp = if exited {
+        let result = call.result.await.map_err(|_| ApiError::internal())?;
+        if result.status == TaskStatus::Succeeded {
+            let body = Body::from_stream(stream::iter(head.into_iter().map(Ok::<_, io::Error>)));
+            ok_response(body)
+        } else {
+            call_error(&result, id).into_response()
+        }
+    } else {
+        let rest = stream::unfold(call.stdout, |mut rx| async move {
+            rx.recv().await.map(|chunk| (Ok::<_, io::Error>(chunk), rx))
+        });
+        let result = call.result;
+        let verdict = stream::once(async move {
+            match result.await {
+                Ok(r) if r.status == TaskStatus::Succeeded => None,
+                Ok(r) => Some(Err(io::Error::other(format!(
+                    "function failed after its output began: {}",
+                    r.error.map(|e| e.message).unwrap_or_default()
+                )))),
+                Err(_) => Some(Err(io::Error::other("function result lost"))),
+            }
+        })
+        .filter_map(|x| async move { x });
+        let body = Body::from_stream(
+            stream::iter(head.into_iter().map(Ok::<_, io::Error>))
+                .chain(rest)
+                .chain(verdict),
+        );
+        ok_response(body)
+    };
+    task_headers(&mut resp, id, version);
+    Ok(resp)
+}
+
+fn ok_response(body: Body) -> Response {
+    let mut resp = Response::new(body);
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    resp
+}

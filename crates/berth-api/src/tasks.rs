@@ -1,0 +1,212 @@
+use std::collections::HashMap;
+
+use axum::Extension;
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use berth_core::{TaskId, TaskRecord, TaskStatus};
+use berth_store::{Cancel, PayloadKind, TaskFilter};
+use serde_json::json;
+use tokio_util::io::ReaderStream;
+
+use crate::AppState;
+use crate::auth::Tenant;
+use crate::error::{ApiError, ApiResult};
+use crate::invoke::{TASK_ID_HEADER, body_stream, request_meta};
+use crate::views::TaskView;
+
+const MAX_PAGE: u32 = 1000;
+const DEFAULT_PAGE: u32 = 100;
+
+fn task_not_found() -> ApiError {
+    ApiError::not_found("task_not_found", "task not found")
+}
+
+/// A malformed id and another tenant's id answer exactly like a missing
+/// one, so ids cannot be probed.
+async fn load(state: &AppState, tenant: &str, id: &str) -> ApiResult<TaskRecord> {
+    let id: TaskId = id.parse().map_err(|_| task_not_found())?;
+    state
+        .store
+        .get_task(tenant, id)
+        .await?
+        .ok_or_else(task_not_found)
+}
+
+pub async fn submit(
+    State(state): State<AppState>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(name): Path<String>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> ApiResult<Response> {
+    let meta = request_meta(&method, &uri, &headers);
+    let task = state
+        .tasks
+        .submit(&tenant, &name, meta, body_stream(body))
+        .await?;
+    let mut resp = (StatusCode::ACCEPTED, Json(TaskView::from(&task))).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&format!("/v1/tasks/{}", task.id)) {
+        resp.headers_mut().insert(header::LOCATION, loc);
+    }
+    if let Ok(id) = HeaderValue::from_str(&task.id.to_string()) {
+        resp.headers_mut().insert(TASK_ID_HEADER, id);
+    }
+    Ok(resp)
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    let task = load(&state, &tenant, &id).await?;
+    Ok(Json(TaskView::from(&task)))
+}
+
+fn parse_filter(params: &HashMap<String, String>) -> ApiResult<TaskFilter> {
+    for key in params.keys() {
+        if !["function", "status", "limit", "cursor"].contains(&key.as_str()) {
+            return Err(ApiError::bad_request(format!(
+                "unknown query parameter {key:?}; use function, status, limit, cursor"
+            )));
+        }
+    }
+    let limit = match params.get("limit") {
+        None => DEFAULT_PAGE,
+        Some(s) => s
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("limit must be an integer from 1 to {MAX_PAGE}"))
+            })?,
+    };
+    let status = params
+        .get("status")
+        .map(|s| s.parse::<TaskStatus>())
+        .transpose()
+        .map_err(ApiError::bad_request)?;
+    let before = params
+        .get("cursor")
+        .map(|c| c.parse::<i64>().ok().filter(|n| *n > 0))
+        .map(|c| c.ok_or_else(|| ApiError::bad_request("cursor is not one this server issued")))
+        .transpose()?;
+    Ok(TaskFilter {
+        function: params.get("function").cloned(),
+        status,
+        before,
+        limit,
+    })
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Query(params): Query<HashMap<String, String>>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let filter = parse_filter(&params)?;
+    let page = state.store.list_tasks(&tenant, &filter).await?;
+    let tasks: Vec<_> = page.tasks.iter().map(TaskView::from).collect();
+    Ok(Json(json!({
+        "tasks": tasks,
+        "next_cursor": page.next.map(|n| n.to_string()),
+    })))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<TaskView>> {
+    let task_id: TaskId = id.parse().map_err(|_| task_not_found())?;
+    match state.tasks.cancel(&tenant, task_id).await? {
+        None => Err(task_not_found()),
+        Some(Cancel::AlreadyFinished(status)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "task_finished",
+            format!("task already finished as {status}"),
+        )),
+        Some(Cancel::Dequeued | Cancel::Running { .. }) => {
+            let task = load(&state, &tenant, &id).await?;
+            Ok(Json(TaskView::from(&task)))
+        }
+    }
+}
+
+async fn payload(
+    state: &AppState,
+    tenant: &str,
+    id: &str,
+    kind: PayloadKind,
+    content_type: &'static str,
+) -> ApiResult<Response> {
+    let task = load(state, tenant, id).await?;
+    if !task.status.is_terminal() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "task_not_finished",
+            format!("task is {}; try again when it has finished", task.status),
+        ));
+    }
+    let file = state
+        .tasks
+        .payloads()
+        .open(task.id, kind)
+        .await
+        .map_err(|_| ApiError::internal())?;
+    let Some(file) = file else {
+        let why = match (kind, task.kind) {
+            (PayloadKind::Output, berth_core::TaskKind::Sync) => {
+                "a sync call's output went to its caller and is not stored"
+            }
+            _ => "this task has none",
+        };
+        return Err(ApiError::not_found("no_payload", why));
+    };
+    let len = file.metadata().await.map(|m| m.len()).ok();
+    let mut resp = Response::new(Body::from_stream(ReaderStream::new(file)));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Some(len) = len {
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    }
+    if let Ok(v) = HeaderValue::from_str(task.status.as_str()) {
+        h.insert("x-berth-task-status", v);
+    }
+    Ok(resp)
+}
+
+pub async fn output(
+    State(state): State<AppState>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    payload(
+        &state,
+        &tenant,
+        &id,
+        PayloadKind::Output,
+        "application/octet-stream",
+    )
+    .await
+}
+
+pub async fn logs(
+    State(state): State<AppState>,
+    Extension(Tenant(tenant)): Extension<Tenant>,
+    Path(id): Path<String>,
+) -> ApiResult<Response> {
+    payload(
+        &state,
+        &tenant,
+        &id,
+        PayloadKind::Logs,
+        "text/plain; charset=utf-8",
+    )
+    .await
+}

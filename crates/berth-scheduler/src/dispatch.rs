@@ -1,0 +1,230 @@
+//! The async side: claim queued tasks under leases, run them, keep the
+//! leases alive, and find tasks whose holder died.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_core::{TaskError, TaskRecord, TaskStatus, Timing, Usage};
+use berth_executor::ExecError;
+use berth_store::{Finish, PayloadKind, StoreError};
+use bytes::Bytes;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_util::io::ReaderStream;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::{SchedError, TaskManager, finish_from, lease_ms, start_error};
+
+/// How long a slot stays idle after an executor refused a start, so a full
+/// or absent engine is not hammered.
+const REFUSAL_BACKOFF: Duration = Duration::from_secs(1);
+
+impl TaskManager {
+    /// Starts the background loops. They stop when `shutdown` fires;
+    /// anything still running is recovered from its lease at next start.
+    pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) {
+        tokio::spawn(Arc::clone(self).dispatch_loop(shutdown.clone()));
+        tokio::spawn(Arc::clone(self).lease_loop(shutdown));
+    }
+
+    async fn dispatch_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let slots = Arc::new(Semaphore::new(self.cfg.async_concurrency));
+        loop {
+            let free = slots.available_permits();
+            if free > 0 {
+                let want = u32::try_from(free).unwrap_or(u32::MAX);
+                match self
+                    .store
+                    .claim_queued(&self.cfg.node_id, want, lease_ms(self.cfg.lease))
+                    .await
+                {
+                    Ok(tasks) => {
+                        for task in tasks {
+                            let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+                                // Cannot happen (we claimed at most `free`),
+                                // but a claimed task must never be dropped.
+                                let _ = self.store.release_task(task.id, task.attempt).await;
+                                continue;
+                            };
+                            tokio::spawn(Arc::clone(&self).run_async(task, permit));
+                        }
+                    }
+                    Err(e) => warn!(error = %e, "claiming queued tasks failed"),
+                }
+            }
+            tokio::select! {
+                () = self.wake.notified() => {}
+                () = tokio::time::sleep(self.cfg.poll_interval) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// Renews the leases of attempts running here and requeues attempts
+    /// whose lease lapsed anywhere (their holder is presumed dead).
+    async fn lease_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        let every = self.cfg.lease / 3;
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                () = shutdown.cancelled() => return,
+            }
+            let ids: Vec<_> = self.lock_running().keys().copied().collect();
+            if !ids.is_empty()
+                && let Err(e) = self
+                    .store
+                    .renew_leases(&self.cfg.node_id, &ids, lease_ms(self.cfg.lease))
+                    .await
+            {
+                warn!(error = %e, "lease renewal failed");
+            }
+            match self.store.recover(None).await {
+                Ok(r) if !r.requeued.is_empty() => {
+                    debug!(n = r.requeued.len(), "requeued tasks with lapsed leases");
+                    self.wake.notify_one();
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "lease recovery failed"),
+            }
+        }
+    }
+
+    async fn run_async(self: Arc<Self>, task: TaskRecord, permit: OwnedSemaphorePermit) {
+        let id = task.id;
+        let attempt = task.attempt;
+        let finish = match self.attempt(&task).await {
+            Ok(finish) => finish,
+            Err(Refused(e)) => {
+                debug!(task = %id, error = %e, "executor refused; task goes back to the queue");
+                if let Err(se) = self.store.release_task(id, attempt).await {
+                    warn!(task = %id, error = %se, "could not release task");
+                }
+                tokio::time::sleep(REFUSAL_BACKOFF).await;
+                drop(permit);
+                self.wake.notify_one();
+                return;
+            }
+        };
+        match self.store.finish_task(id, attempt, &finish).await {
+            Ok(true) => {}
+            // Cancelled or recovered meanwhile: the other writer's state wins.
+            Ok(false) => debug!(task = %id, "attempt result discarded"),
+            Err(e) => warn!(task = %id, error = %e, "could not record result; lease will lapse"),
+        }
+        drop(permit);
+        self.wake.notify_one();
+    }
+
+    /// One attempt of an async task. A refusal to start is returned apart,
+    /// since it should not count as an attempt.
+    async fn attempt(&self, task: &TaskRecord) -> Result<Finish, Refused> {
+        let failed = |code: &str, message: String| Finish {
+            status: TaskStatus::Failed,
+            exit_code: None,
+            error: Some(TaskError::new(code, message)),
+            usage: Usage::default(),
+            timing: Timing::default(),
+            output_bytes: None,
+        };
+        let version = match self
+            .store
+            .get_version(&task.tenant, &task.function, task.version)
+            .await
+        {
+            Ok(Some(v)) => v,
+            Ok(None) => {
+                return Ok(failed(
+                    "function_deleted",
+                    "the function was deleted before the task ran".into(),
+                ));
+            }
+            Err(e) => return Err(Refused(e.into())),
+        };
+        let input = match self.payloads.open(task.id, PayloadKind::Input).await {
+            Ok(Some(f)) => f,
+            Ok(None) => return Ok(failed("input_missing", "the task's input is gone".into())),
+            Err(e) => return Err(Refused(StoreError::Io(e).into())),
+        };
+        let stdin = Box::pin(ReaderStream::new(input));
+        let cancel = self.track(task.id);
+        let run = self.place(self.spec(&version, task, cancel), stdin).await;
+        let inv = match run {
+            Ok(inv) => inv,
+            Err(
+                e @ SchedError::Exec(ExecError::NoCapacity(_) | ExecError::EngineUnavailable(_)),
+            ) => {
+                self.untrack(task.id);
+                return Err(Refused(e));
+            }
+            Err(e) => {
+                self.untrack(task.id);
+                let TaskError { code, message } = start_error(&e);
+                return Ok(failed(&code, message));
+            }
+        };
+        let output = self.collect_output(task.id, inv.stdout);
+        let logs = self.collect_logs(task.id, inv.stderr);
+        let (done, (output, too_large), logs) = tokio::join!(inv.done, output, logs);
+        self.untrack(task.id);
+        let mut finish = finish_from(done, None);
+        if too_large {
+            finish.status = TaskStatus::Failed;
+            finish.error = Some(TaskError::new(
+                "output_too_large",
+                format!(
+                    "output exceeded the {} byte limit; the function was killed",
+                    self.cfg.max_output_bytes
+                ),
+            ));
+        }
+        finish.timing.queued_ms = None;
+        // Output and logs are durable before the status says the task ended.
+        if let Some(w) = output {
+            match w.commit().await {
+                Ok(n) => finish.output_bytes = i64::try_from(n).ok(),
+                Err(e) => {
+                    warn!(task = %task.id, error = %e, "could not store output");
+                    finish.status = TaskStatus::Failed;
+                    finish.error = Some(TaskError::new("output_lost", e.to_string()));
+                }
+            }
+        }
+        self.commit_logs(task.id, logs).await;
+        Ok(finish)
+    }
+
+    /// Writes stdout to the task's output file. Returns the writer (not yet
+    /// committed) and whether the size cap was hit, in which case the
+    /// receiver is dropped, which kills the function.
+    async fn collect_output(
+        &self,
+        id: berth_core::TaskId,
+        mut stdout: mpsc::Receiver<Bytes>,
+    ) -> (Option<berth_store::PayloadWriter>, bool) {
+        let mut writer = match self.payloads.create(id, PayloadKind::Output).await {
+            Ok(w) => w,
+            Err(e) => {
+                warn!(task = %id, error = %e, "cannot store output");
+                return (None, false);
+            }
+        };
+        while let Some(chunk) = stdout.recv().await {
+            if writer.written() + chunk.len() as u64 > self.cfg.max_output_bytes {
+                return (Some(writer), true);
+            }
+            if let Err(e) = writer.write(&chunk).await {
+                warn!(task = %id, error = %e, "output write failed");
+                return (None, false);
+            }
+        }
+        (Some(writer), false)
+    }
+}
+
+struct Refused(SchedError);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}

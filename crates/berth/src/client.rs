@@ -1,0 +1,355 @@
+//! The user commands: thin HTTP calls to a server, streaming where data is
+//! large (invoke and task output).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+use futures::StreamExt;
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+use tokio_util::io::ReaderStream;
+
+/// How to reach the server: flags, then environment, then what a local
+/// `berth server` left in its data directory.
+#[derive(Args, Debug, Clone)]
+pub struct Conn {
+    /// Server URL [default: the endpoint a local server wrote, else http://127.0.0.1:8080]
+    #[arg(long, env = "BERTH_URL", global = true)]
+    server: Option<String>,
+    /// API key [default: the admin key a local server wrote]
+    #[arg(long, env = "BERTH_API_KEY", global = true, hide_env_values = true)]
+    key: Option<String>,
+    /// Data directory of a local server, to find its endpoint and admin key.
+    #[arg(long, env = "BERTH_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Conn {
+    fn connect(&self) -> Result<Client> {
+        let dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(crate::default_data_dir);
+        let read = |name: &str| {
+            std::fs::read_to_string(dir.join(name))
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        };
+        let base = self
+            .server
+            .clone()
+            .or_else(|| read("endpoint"))
+            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+        let key = self
+            .key
+            .clone()
+            .or_else(|| read("admin.key"))
+            .with_context(|| {
+                format!(
+                    "no API key: pass --key, set BERTH_API_KEY, or run where {} holds admin.key",
+                    dir.display()
+                )
+            })?;
+        Ok(Client {
+            http: reqwest::Client::builder().build()?,
+            base: base.trim_end_matches('/').to_owned(),
+            key,
+        })
+    }
+}
+
+impl Client {
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+    }
+
+    async fn json(&self, req: RequestBuilder) -> Result<Value> {
+        let resp = req.send().await.context("cannot reach the server")?;
+        let resp = check(resp).await?;
+        if resp.status() == StatusCode::NO_CONTENT {
+            return Ok(Value::Null);
+        }
+        Ok(resp.json().await?)
+    }
+}
+
+/// Turns an error response into an error carrying the server's message.
+async fn check(resp: Response) -> Result<Response> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status();
+    let body = resp.text().await.unwrap_or_default();
+    let msg = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("error")?;
+            Some(format!(
+                "{} ({})",
+                e.get("message")?.as_str()?,
+                e.get("code")?.as_str()?
+            ))
+        })
+        .unwrap_or(body);
+    bail!("{status}: {msg}")
+}
+
+fn print(v: &Value) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum FnCommand {
+    /// Create or update a function; prints the version in force.
+    Deploy {
+        name: String,
+        #[arg(long)]
+        image: String,
+        /// CPU in millicores (1000 = one core).
+        #[arg(long)]
+        cpu: Option<u32>,
+        /// Memory limit in MiB.
+        #[arg(long)]
+        memory: Option<u32>,
+        /// Timeout in seconds.
+        #[arg(long)]
+        timeout: Option<u32>,
+        /// Environment variable, KEY=VALUE; repeatable.
+        #[arg(long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// Program and arguments replacing the image's entrypoint and command.
+        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
+        command: Option<Vec<String>>,
+    },
+    List,
+    Get {
+        name: String,
+    },
+    Delete {
+        name: String,
+    },
+}
+
+pub async fn function(conn: Conn, cmd: FnCommand) -> Result<u8> {
+    let c = conn.connect()?;
+    let v = match cmd {
+        FnCommand::Deploy {
+            name,
+            image,
+            cpu,
+            memory,
+            timeout,
+            env,
+            command,
+        } => {
+            let mut body = json!({ "image": image });
+            if let Some(cpu) = cpu {
+                body["cpu_millis"] = json!(cpu);
+            }
+            if let Some(m) = memory {
+                body["memory_mb"] = json!(m);
+            }
+            if let Some(t) = timeout {
+                body["timeout_secs"] = json!(t);
+            }
+            if let Some(cmd) = command {
+                body["command"] = json!(cmd);
+            }
+            let mut envs = serde_json::Map::new();
+            for kv in env {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--env {kv:?} is not KEY=VALUE"))?;
+                envs.insert(k.to_owned(), json!(v));
+            }
+            body["env"] = Value::Object(envs);
+            c.json(
+                c.request(Method::PUT, &format!("/v1/functions/{name}"))
+                    .json(&body),
+            )
+            .await?
+        }
+        FnCommand::List => c.json(c.request(Method::GET, "/v1/functions")).await?,
+        FnCommand::Get { name } => {
+            c.json(c.request(Method::GET, &format!("/v1/functions/{name}")))
+                .await?
+        }
+        FnCommand::Delete { name } => {
+            c.json(c.request(Method::DELETE, &format!("/v1/functions/{name}")))
+                .await?;
+            json!({ "deleted": name })
+        }
+    };
+    print(&v)?;
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct InvokeArgs {
+    name: String,
+    /// Query string handed to the function as QUERY_STRING (e.g. op=thumbnail&w=128).
+    #[arg(long, short)]
+    query: Option<String>,
+    /// Content-Type of the input.
+    #[arg(long)]
+    content_type: Option<String>,
+    /// Submit as an async task and print its id instead of waiting.
+    #[arg(long = "async")]
+    asynchronous: bool,
+}
+
+pub async fn invoke(conn: Conn, args: InvokeArgs) -> Result<u8> {
+    let c = conn.connect()?;
+    let endpoint = if args.asynchronous { "tasks" } else { "invoke" };
+    let mut path = format!("/v1/functions/{}/{endpoint}", args.name);
+    if let Some(q) = &args.query {
+        path.push('?');
+        path.push_str(q.trim_start_matches('?'));
+    }
+    // stdin is streamed, never read whole: inputs may be larger than memory.
+    let stdin = ReaderStream::new(tokio::io::stdin());
+    let mut req = c
+        .request(Method::POST, &path)
+        .body(reqwest::Body::wrap_stream(stdin));
+    if let Some(ct) = &args.content_type {
+        req = req.header(reqwest::header::CONTENT_TYPE, ct);
+    }
+    let resp = check(req.send().await.context("cannot reach the server")?).await?;
+    if args.asynchronous {
+        let v: Value = resp.json().await?;
+        println!("{}", v["id"].as_str().unwrap_or_default());
+        return Ok(0);
+    }
+    copy_to_stdout(resp).await?;
+    Ok(0)
+}
+
+async fn copy_to_stdout(resp: Response) -> Result<()> {
+    let mut out = tokio::io::stdout();
+    let mut body = resp.bytes_stream();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.context("the response was cut off (the function failed mid-stream?)")?;
+        out.write_all(&chunk).await?;
+    }
+    out.flush().await?;
+    Ok(())
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TaskCommand {
+    /// Show a task's status, timing and usage.
+    Get { id: String },
+    /// Wait until a task finishes, then print it; exits non-zero unless it succeeded.
+    Wait {
+        id: String,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Write a finished task's output to stdout.
+    Output { id: String },
+    /// Write a finished task's logs (stderr) to stdout.
+    Logs { id: String },
+    /// Cancel a queued or running task.
+    Cancel { id: String },
+    /// List tasks, newest first.
+    List {
+        #[arg(long)]
+        function: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        limit: Option<u32>,
+        #[arg(long)]
+        cursor: Option<String>,
+    },
+}
+
+pub async fn task(conn: Conn, cmd: TaskCommand) -> Result<u8> {
+    let c = conn.connect()?;
+    match cmd {
+        TaskCommand::Get { id } => {
+            print(
+                &c.json(c.request(Method::GET, &format!("/v1/tasks/{id}")))
+                    .await?,
+            )?;
+        }
+        TaskCommand::Wait { id, timeout } => {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
+            let mut pause = Duration::from_millis(100);
+            loop {
+                let v = c
+                    .json(c.request(Method::GET, &format!("/v1/tasks/{id}")))
+                    .await?;
+                let status = v["status"].as_str().unwrap_or_default().to_owned();
+                if !matches!(status.as_str(), "queued" | "running") {
+                    print(&v)?;
+                    return Ok(if status == "succeeded" { 0 } else { 1 });
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    bail!("task {id} still {status} after {timeout}s");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        }
+        TaskCommand::Output { id } => {
+            let resp = c
+                .request(Method::GET, &format!("/v1/tasks/{id}/output"))
+                .send()
+                .await?;
+            copy_to_stdout(check(resp).await?).await?;
+        }
+        TaskCommand::Logs { id } => {
+            let resp = c
+                .request(Method::GET, &format!("/v1/tasks/{id}/logs"))
+                .send()
+                .await?;
+            copy_to_stdout(check(resp).await?).await?;
+        }
+        TaskCommand::Cancel { id } => {
+            print(
+                &c.json(c.request(Method::DELETE, &format!("/v1/tasks/{id}")))
+                    .await?,
+            )?;
+        }
+        TaskCommand::List {
+            function,
+            status,
+            limit,
+            cursor,
+        } => {
+            let mut q: Vec<(&str, String)> = Vec::new();
+            if let Some(f) = function {
+                q.push(("function", f));
+            }
+            if let Some(s) = status {
+                q.push(("status", s));
+            }
+            if let Some(l) = limit {
+                q.push(("limit", l.to_string()));
+            }
+            if let Some(cur) = cursor {
+                q.push(("cursor", cur));
+            }
+            print(
+                &c.json(c.request(Method::GET, "/v1/tasks").query(&q))
+                    .await?,
+            )?;
+        }
+    }
+    Ok(0)
+}

@@ -1,0 +1,198 @@
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use berth_api::{AppState, generate_key, hash_key};
+use berth_core::ADMIN_TENANT;
+use berth_executor::{DockerConfig, DockerExecutor, Executor};
+use berth_scheduler::{Config, TaskManager};
+use berth_store::{Payloads, SqliteStore, Store};
+use clap::Args;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+#[derive(Args, Debug)]
+pub struct ServerArgs {
+    /// Directory for the database, task payloads and the admin key.
+    #[arg(long, env = "BERTH_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Async tasks this server runs at once.
+    #[arg(long, env = "BERTH_ASYNC_CONCURRENCY", default_value_t = 4)]
+    async_concurrency: usize,
+    /// Containers the local executor runs at once (sync and async).
+    #[arg(long, env = "BERTH_MAX_CONTAINERS", default_value_t = 32)]
+    max_containers: usize,
+    /// Largest async task input, in MiB.
+    #[arg(long, env = "BERTH_MAX_ASYNC_INPUT_MB", default_value_t = 256)]
+    max_async_input_mb: u64,
+    /// Seconds a claimed async task's lease lasts without renewal.
+    #[arg(long, env = "BERTH_LEASE_SECS", default_value_t = 30)]
+    lease_secs: u64,
+}
+
+const ADMIN_KEY_FILE: &str = "admin.key";
+const ENDPOINT_FILE: &str = "endpoint";
+const NODE_ID_FILE: &str = "node-id";
+
+pub async fn run(args: ServerArgs) -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+
+    let data_dir = args
+        .data_dir
+        .clone()
+        .unwrap_or_else(crate::default_data_dir);
+    create_private_dir(&data_dir)?;
+    let node_id = node_id(&data_dir)?;
+
+    let store = SqliteStore::open(&data_dir.join("berth.db"))
+        .await
+        .context("opening the database")?;
+    let store: Arc<dyn Store> = Arc::new(store);
+    ensure_admin_key(store.as_ref(), &data_dir).await?;
+
+    let executor = DockerExecutor::new(DockerConfig {
+        node_id: node_id.clone(),
+        max_containers: args.max_containers,
+        ..DockerConfig::default()
+    })
+    .context("connecting to the Docker Engine")?;
+    let executors: Vec<Arc<dyn Executor>> = vec![Arc::new(executor)];
+
+    let cfg = Config {
+        node_id: node_id.clone(),
+        async_concurrency: args.async_concurrency.max(1),
+        lease: std::time::Duration::from_secs(args.lease_secs.max(3)),
+        max_async_input_bytes: args.max_async_input_mb * 1024 * 1024,
+        ..Config::default()
+    };
+    let tasks = TaskManager::new(
+        Arc::clone(&store),
+        Payloads::new(data_dir.join("tasks")),
+        executors,
+        cfg,
+    );
+    if let Err(e) = tasks.recover_at_start().await {
+        warn!(error = %e, "start-up recovery incomplete");
+    }
+    let shutdown = CancellationToken::new();
+    tasks.spawn_background(shutdown.clone());
+
+    let app = berth_api::router(AppState {
+        store,
+        tasks: Arc::clone(&tasks),
+    });
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}");
+    write_private(&data_dir.join(ENDPOINT_FILE), &format!("{url}\n"))?;
+    info!(%url, data_dir = %data_dir.display(), node = %node_id, "berth server listening");
+    eprintln!("berth: listening on {url}");
+
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal(shutdown.clone()))
+        .await
+        .context("serving HTTP")?;
+    shutdown.cancel();
+    Ok(())
+}
+
+async fn signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    info!("shutting down; running tasks are recovered from their leases at next start");
+    shutdown.cancel();
+}
+
+/// The admin key: `BERTH_ADMIN_KEY` when set; otherwise generated on first
+/// start, printed once and left in `admin.key` (0600) for the local CLI.
+/// Only its hash goes into the database.
+async fn ensure_admin_key(store: &dyn Store, data_dir: &Path) -> Result<()> {
+    if let Some(key) = std::env::var("BERTH_ADMIN_KEY")
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        store
+            .delete_api_keys_labelled(ADMIN_TENANT, "admin")
+            .await?;
+        store
+            .put_api_key(ADMIN_TENANT, &hash_key(key.trim()), "admin")
+            .await?;
+        return Ok(());
+    }
+    let path = data_dir.join(ADMIN_KEY_FILE);
+    if path.exists() {
+        return Ok(());
+    }
+    let key = generate_key();
+    store
+        .delete_api_keys_labelled(ADMIN_TENANT, "admin")
+        .await?;
+    store
+        .put_api_key(ADMIN_TENANT, &hash_key(&key), "admin")
+        .await?;
+    write_private(&path, &format!("{key}\n"))?;
+    eprintln!(
+        "berth: created the admin API key (shown once; also saved to {}):\n{key}",
+        path.display()
+    );
+    Ok(())
+}
+
+fn node_id(data_dir: &Path) -> Result<String> {
+    let path = data_dir.join(NODE_ID_FILE);
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim();
+        if !id.is_empty() {
+            return Ok(id.to_owned());
+        }
+    }
+    let bytes: [u8; 8] = rand::random();
+    let id = format!("node-{}", hex::encode(bytes));
+    write_private(&path, &format!("{id}\n"))?;
+    Ok(id)
+}
+
+fn create_private_dir(dir: &Path) -> Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data directory {}", dir.display()))
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("writing {}", tmp.display()))?;
+    f.write_all(contents.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds every image the test suite runs, FROM scratch and from local
+# binaries only: nothing is pulled from a registry.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+export DOCKER_BUILDKIT=0
+
+ctx="$(mktemp -d)"
+trap 'rm -rf "$ctx"' EXIT
+
+# busybox: a shell and coreutils in one static binary, for functions that
+# are a line of shell (cat, exit codes, sleeps, stderr floods).
+# Debian's busybox-static package puts its static build here.
+busybox=/bin/busybox
+mkdir -p "$ctx/busybox/bin"
+cp "$busybox" "$ctx/busybox/bin/busybox"
+for applet in $("$busybox" --list); do
+  [ "$applet" = busybox ] || ln -s busybox "$ctx/busybox/bin/$applet"
+done
+cat > "$ctx/busybox/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY bin /bin
+ENV PATH=/bin
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat"]
+DOCKERFILE
+docker build -q -t berth-test/busybox:latest "$ctx/busybox" >/dev/null
+echo "built berth-test/busybox:latest"
+
+if [ "${1:-}" != "--no-examples" ]; then
+  "$root/examples/image-ops/build.sh" berth-example/image-ops:latest
+fi
