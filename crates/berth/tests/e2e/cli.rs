@@ -1,0 +1,93 @@
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::harness::{BUSYBOX, Server};
+
+/// Runs the `berth` CLI against the server, finding it the way a user on
+/// the same machine would: through the server's data directory.
+fn berth(server: &Server, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(args)
+        .env("BERTH_DATA_DIR", server.data_dir())
+        .env_remove("BERTH_URL")
+        .env_remove("BERTH_API_KEY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn berth");
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin).unwrap();
+    drop(input);
+    child.wait_with_output().unwrap()
+}
+
+fn ok(out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "berth failed: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_deploys_invokes_and_follows_tasks() {
+    let server = Server::start().await;
+    let deployed: Value = serde_json::from_str(&ok(berth(
+        &server,
+        &[
+            "fn",
+            "deploy",
+            "shout",
+            "--image",
+            BUSYBOX,
+            "--memory",
+            "32",
+            "--timeout",
+            "20",
+            "--env",
+            "SUFFIX=!",
+            "--command",
+            "/bin/sh",
+            "-c",
+            "tr a-z A-Z; printf \"$SUFFIX\"; echo working >&2",
+        ],
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(deployed["version"], 1);
+    assert_eq!(deployed["latest"]["memory_mb"], 32);
+
+    let out = ok(berth(&server, &["invoke", "shout"], b"hello"));
+    assert_eq!(out, "HELLO!");
+
+    let id = ok(berth(&server, &["invoke", "shout", "--async"], b"later"));
+    let id = id.trim();
+    let waited: Value =
+        serde_json::from_str(&ok(berth(&server, &["task", "wait", id], b""))).unwrap();
+    assert_eq!(waited["status"], "succeeded");
+    assert_eq!(ok(berth(&server, &["task", "output", id], b"")), "LATER!");
+    assert_eq!(ok(berth(&server, &["task", "logs", id], b"")), "working\n");
+    let listed: Value = serde_json::from_str(&ok(berth(
+        &server,
+        &["task", "list", "--function", "shout"],
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(listed["tasks"].as_array().unwrap().len(), 2);
+
+    // Errors come back as the server's message and a failing exit status.
+    let failed = berth(&server, &["invoke", "missing"], b"");
+    assert!(!failed.status.success());
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(err.contains("function_not_found"), "{err}");
+    let cancel = berth(&server, &["task", "cancel", id], b"");
+    assert!(
+        !cancel.status.success(),
+        "a finished task cannot be cancelled"
+    );
+}

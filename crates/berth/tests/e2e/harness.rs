@@ -1,0 +1,340 @@
+//! Starts, kills and restarts a real `berth server` in its own data
+//! directory, and gives tests a client that speaks the v1 contract.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde_json::Value;
+
+pub const BUSYBOX: &str = "berth-test/busybox:latest";
+pub const IMAGE_OPS: &str = "berth-example/image-ops:latest";
+
+/// Liveness bound for anything a test waits on. Not a performance claim:
+/// only there so a broken build fails instead of hanging CI.
+pub const PATIENCE: Duration = Duration::from_secs(120);
+
+pub struct Server {
+    dir: tempfile::TempDir,
+    args: Vec<String>,
+    child: Option<Child>,
+    pub url: String,
+    pub key: String,
+    http: reqwest::Client,
+}
+
+impl Server {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(args: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut server = Self {
+            dir,
+            args: args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            url: String::new(),
+            key: String::new(),
+            http: reqwest::Client::new(),
+        };
+        server.spawn().await;
+        server
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.dir.path().join("server.log")
+    }
+
+    async fn spawn(&mut self) {
+        let endpoint = self.dir.path().join("endpoint");
+        let _ = std::fs::remove_file(&endpoint);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .expect("server log");
+        let child = Command::new(env!("CARGO_BIN_EXE_berth"))
+            .arg("server")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(&self.args)
+            .env_remove("BERTH_ADMIN_KEY")
+            .env("BERTH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth server");
+        self.child = Some(child);
+        let begun = Instant::now();
+        loop {
+            if let Ok(url) = std::fs::read_to_string(&endpoint) {
+                self.url = url.trim().to_owned();
+                if self
+                    .http
+                    .get(format!("{}/healthz", self.url))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+                {
+                    break;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("server exited with {status}:\n{}", self.log());
+            }
+            assert!(
+                begun.elapsed() < PATIENCE,
+                "server did not come up:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.key = std::fs::read_to_string(self.dir.path().join("admin.key"))
+            .expect("admin.key written by the server")
+            .trim()
+            .to_owned();
+    }
+
+    /// SIGKILL: no chance to clean up, like a power cut of the process.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill();
+        self.spawn().await;
+    }
+
+    pub fn node_id(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("node-id"))
+            .expect("node-id")
+            .trim()
+            .to_owned()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    /// Peak resident memory of the server process so far, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM")
+    }
+
+    pub fn assert_no_panic(&self) {
+        let log = self.log();
+        assert!(!log.contains("panicked"), "server panicked:\n{log}");
+        let exited = self.child.as_ref().map(|c| {
+            Command::new("kill")
+                .arg("-0")
+                .arg(c.id().to_string())
+                .status()
+        });
+        assert!(
+            matches!(exited, Some(Ok(s)) if s.success()),
+            "server process is gone:\n{log}"
+        );
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(&self.key)
+    }
+
+    pub async fn deploy(&self, name: &str, body: Value) -> Value {
+        let resp = self
+            .req(Method::PUT, &format!("/v1/functions/{name}"))
+            .json(&body)
+            .send()
+            .await
+            .expect("deploy");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("deploy json");
+        assert!(status.is_success(), "deploy {name}: {status} {v}");
+        v
+    }
+
+    /// A busybox function running `script` under `sh -c`.
+    pub async fn deploy_sh(&self, name: &str, script: &str, extra: Value) -> Value {
+        let mut body = serde_json::json!({
+            "image": BUSYBOX,
+            "command": ["/bin/sh", "-c", script],
+        });
+        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
+            b.extend(e.clone());
+        }
+        self.deploy(name, body).await
+    }
+
+    pub async fn invoke(
+        &self,
+        name: &str,
+        query: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
+        let path = if query.is_empty() {
+            format!("/v1/functions/{name}/invoke")
+        } else {
+            format!("/v1/functions/{name}/invoke?{query}")
+        };
+        let resp = self
+            .req(Method::POST, &path)
+            .body(body)
+            .send()
+            .await
+            .expect("invoke");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = resp.bytes().await.expect("invoke body").to_vec();
+        (status, headers, bytes)
+    }
+
+    pub async fn submit(&self, name: &str, body: impl Into<reqwest::Body>) -> String {
+        let resp = self
+            .req(Method::POST, &format!("/v1/functions/{name}/tasks"))
+            .body(body)
+            .send()
+            .await
+            .expect("submit");
+        assert_eq!(resp.status(), StatusCode::ACCEPTED);
+        let v: Value = resp.json().await.expect("submit json");
+        v["id"].as_str().expect("task id").to_owned()
+    }
+
+    pub async fn task(&self, id: &str) -> Value {
+        let resp = self
+            .req(Method::GET, &format!("/v1/tasks/{id}"))
+            .send()
+            .await
+            .expect("get task");
+        assert_eq!(resp.status(), StatusCode::OK);
+        resp.json().await.expect("task json")
+    }
+
+    pub async fn wait_task(&self, id: &str) -> Value {
+        let begun = Instant::now();
+        loop {
+            let t = self.task(id).await;
+            if !matches!(t["status"].as_str(), Some("queued" | "running")) {
+                return t;
+            }
+            assert!(begun.elapsed() < PATIENCE, "task {id} never finished: {t}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
+        let begun = Instant::now();
+        loop {
+            let t = self.task(id).await;
+            if t["status"] == status {
+                return t;
+            }
+            assert!(
+                begun.elapsed() < PATIENCE,
+                "task {id} never became {status}: {t}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn output(&self, id: &str) -> Vec<u8> {
+        let resp = self
+            .req(Method::GET, &format!("/v1/tasks/{id}/output"))
+            .send()
+            .await
+            .expect("output");
+        assert_eq!(resp.status(), StatusCode::OK, "output of {id}");
+        resp.bytes().await.expect("output body").to_vec()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let node = std::fs::read_to_string(self.dir.path().join("node-id")).ok();
+        self.kill();
+        // Containers of a killed server would be reaped at its next start,
+        // which never comes for a test's server.
+        if let Some(node) = node {
+            for id in containers(&format!("dev.berth.node={}", node.trim())) {
+                let _ = Command::new("docker").args(["rm", "-f", &id]).output();
+            }
+        }
+    }
+}
+
+/// Ids of all containers (running or not) carrying a label.
+pub fn containers(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args([
+            "ps",
+            "-aq",
+            "--no-trunc",
+            "--filter",
+            &format!("label={label}"),
+        ])
+        .output()
+        .expect("docker ps");
+    assert!(
+        out.status.success(),
+        "docker ps failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+pub fn docker_inspect(id: &str) -> Option<Value> {
+    let out = Command::new("docker")
+        .args(["inspect", id])
+        .output()
+        .expect("docker inspect");
+    if !out.status.success() {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+    v.get(0).cloned()
+}
+
+/// Waits until no container carries the label; containers are removed
+/// before a task's result is recorded, so this normally returns at once.
+pub async fn assert_no_containers(label: &str) {
+    let begun = Instant::now();
+    loop {
+        let left = containers(label);
+        if left.is_empty() {
+            return;
+        }
+        assert!(
+            begun.elapsed() < PATIENCE,
+            "containers left behind for {label}: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+pub fn error_code(body: &[u8]) -> String {
+    let v: Value = serde_json::from_slice(body)
+        .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)));
+    v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}

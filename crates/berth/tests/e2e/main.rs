@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `berth` binary against the real Docker
+//! Engine, driven over HTTP like a user would. They need the images built by
+//! `scripts/build-test-images.sh` (the test script builds them first).
+
+mod async_tasks;
+mod cli;
+mod errors;
+mod harness;
+mod image_ops;
+mod sandbox;
+mod sync_calls;

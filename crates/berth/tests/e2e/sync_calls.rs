@@ -1,0 +1,223 @@
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::harness::{Server, assert_no_containers, error_code};
+
+/// 200 MB through a `cat` function with the real curl: the bytes come back
+/// identical and the server never holds them: its peak RSS stays small.
+#[tokio::test(flavor = "multi_thread")]
+async fn large_body_streams_through_with_bounded_memory() {
+    let server = Server::start().await;
+    server.deploy_sh("cat", "exec cat", json!({})).await;
+
+    const SIZE: usize = 200 * 1000 * 1000;
+    let input = server.data_dir().join("input.bin");
+    let mut expected = Sha256::new();
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        // Incompressible, reproducible filler (xorshift), 1 MB at a time.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut block = vec![0u8; 1_000_000];
+        for _ in 0..SIZE / block.len() {
+            for b in block.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+            }
+            expected.update(&block);
+            f.write_all(&block).unwrap();
+        }
+        f.flush().unwrap();
+    }
+    let before = server.peak_rss_kib();
+
+    let url = format!("{}/v1/functions/cat/invoke", server.url);
+    let mut curl = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", "POST", "--data-binary"])
+        .arg(format!("@{}", input.display()))
+        .args(["-H", &format!("Authorization: Bearer {}", server.key)])
+        .args(["-H", "Content-Type: application/octet-stream"])
+        .arg(&url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut out = curl.stdout.take().unwrap();
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut h = Sha256::new();
+        let mut n = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let k = out.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            n += k;
+            h.update(&buf[..k]);
+        }
+        (h.finalize(), n)
+    })
+    .await
+    .unwrap();
+    assert!(curl.wait().unwrap().success(), "curl failed");
+    assert_eq!(hashed.1, SIZE, "byte count");
+    assert_eq!(hashed.0, expected.finalize(), "output differs from input");
+
+    let peak = server.peak_rss_kib();
+    eprintln!("server peak RSS: {before} KiB before, {peak} KiB after 200 MB");
+    assert!(
+        peak < 150 * 1024,
+        "server peak RSS {peak} KiB is over 150 MiB"
+    );
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn function_sees_a_cgi_request() {
+    let server = Server::start().await;
+    server
+        .deploy_sh(
+            "env",
+            "env | sort; echo; cat",
+            json!({"env": {"GREETING": "hi"}}),
+        )
+        .await;
+    let resp = server
+        .req(
+            reqwest::Method::POST,
+            "/v1/functions/env/invoke?op=thumbnail&w=128",
+        )
+        .header("Content-Type", "image/jpeg")
+        .header("X-Trace-Id", "abc-123")
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let task_id = resp.headers()["x-berth-task-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(resp.headers()["x-berth-version"], "1");
+    let text = resp.text().await.unwrap();
+    for line in [
+        "REQUEST_METHOD=POST",
+        "QUERY_STRING=op=thumbnail&w=128",
+        "CONTENT_TYPE=image/jpeg",
+        "CONTENT_LENGTH=7",
+        "HTTP_X_TRACE_ID=abc-123",
+        "GATEWAY_INTERFACE=CGI/1.1",
+        "GREETING=hi",
+        &format!("BERTH_TASK_ID={task_id}"),
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in:\n{text}"
+        );
+    }
+    assert!(
+        !text.contains(&server.key),
+        "the API key leaked into the function"
+    );
+    assert!(text.ends_with("\npayload"), "stdin not delivered: {text}");
+
+    let task = server.task(&task_id).await;
+    assert_eq!(task["status"], "succeeded");
+    assert_eq!(task["kind"], "sync");
+    assert_eq!(task["exit_code"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn failing_function_is_502_with_exit_code_and_stderr_tail() {
+    let server = Server::start().await;
+    server
+        .deploy_sh(
+            "fails",
+            "cat >/dev/null; i=0; while [ $i -lt 500 ]; do echo noise $i >&2; i=$((i+1)); done; echo 'disk on fire' >&2; exit 42",
+            json!({}),
+        )
+        .await;
+    let (status, headers, body) = server.invoke("fails", "", "input").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let v: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["error"]["code"], "function_failed");
+    assert_eq!(v["error"]["exit_code"], 42);
+    let stderr = v["error"]["stderr"].as_str().unwrap();
+    assert!(stderr.ends_with("disk on fire"), "{stderr}");
+    assert!(
+        stderr.len() <= 2048,
+        "the tail is bounded, got {} bytes",
+        stderr.len()
+    );
+
+    let id = headers["x-berth-task-id"].to_str().unwrap();
+    let task = server.task(id).await;
+    assert_eq!(task["status"], "failed");
+    assert_eq!(task["exit_code"], 42);
+    assert_eq!(task["error"]["code"], "exit");
+    let logs = server
+        .req(reqwest::Method::GET, &format!("/v1/tasks/{id}/logs"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        logs.starts_with("noise 0\n") && logs.ends_with("disk on fire\n"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_is_504_and_leaves_no_container() {
+    let server = Server::start().await;
+    server
+        .deploy_sh("sleepy", "sleep 600", json!({"timeout_secs": 1}))
+        .await;
+    let (status, headers, body) = server.invoke("sleepy", "", "").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(error_code(&body), "timeout");
+    let id = headers["x-berth-task-id"].to_str().unwrap();
+    assert_no_containers(&format!("dev.berth.task={id}")).await;
+    assert_eq!(server.task(id).await["status"], "timed_out");
+    // The slot is free again: the next call runs.
+    server.deploy_sh("quick", "echo ok", json!({})).await;
+    let (status, _, body) = server.invoke("quick", "", "").await;
+    assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok\n"[..]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn versions_pin_config_and_each_call_names_its_version() {
+    let server = Server::start().await;
+    let v1 = server.deploy_sh("greet", "echo one", json!({})).await;
+    assert_eq!(v1["version"], 1);
+    let again = server.deploy_sh("greet", "echo one", json!({})).await;
+    assert_eq!(again["version"], 1, "an identical deploy makes no version");
+    let v2 = server.deploy_sh("greet", "echo two", json!({})).await;
+    assert_eq!(v2["version"], 2);
+    let (status, headers, body) = server.invoke("greet", "", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"two\n");
+    assert_eq!(headers["x-berth-version"], "2");
+    let f: Value = server
+        .req(reqwest::Method::GET, "/v1/functions/greet")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let versions = f["versions"].as_array().unwrap();
+    assert_eq!(versions.len(), 2);
+    assert!(
+        versions[0]["image_id"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+}

@@ -1,0 +1,51 @@
+# Sourced by the other scripts: makes this Debian host ready to run Berth.
+# Installs what is missing (Docker Engine, a static busybox for test images,
+# curl) and starts the engine if none answers. Idempotent.
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
+}
+
+ensure_packages() {
+  local missing=()
+  command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+  command -v docker >/dev/null 2>&1 || missing+=(docker.io)
+  [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
+  command -v curl >/dev/null 2>&1 || missing+=(curl)
+  if [ "${#missing[@]}" -gt 0 ]; then
+    echo "host: installing ${missing[*]}"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+ensure_dockerd() {
+  if docker info >/dev/null 2>&1; then
+    return 0
+  fi
+  if ! pgrep -x dockerd >/dev/null 2>&1; then
+    echo "host: starting dockerd (no bridge, no iptables: containers get no network)"
+    # setsid keeps the engine alive after this script's shell exits.
+    as_root setsid dockerd --bridge=none --iptables=false >/var/log/berth-dockerd.log 2>&1 < /dev/null &
+  fi
+  for _ in $(seq 1 120); do
+    docker info >/dev/null 2>&1 && return 0
+    sleep 0.5
+  done
+  echo "host: the Docker Engine did not come up; see /var/log/berth-dockerd.log" >&2
+  tail -n 20 /var/log/berth-dockerd.log >&2 || true
+  return 1
+}
+
+ensure_rust() {
+  if ! command -v cargo >/dev/null 2>&1; then
+    [ -f "$HOME/.cargo/env" ] && . "$HOME/.cargo/env"
+  fi
+  command -v cargo >/dev/null 2>&1 || { echo "host: cargo not found; install Rust first" >&2; return 1; }
+}
+
+ensure_host() {
+  ensure_packages
+  ensure_dockerd
+  ensure_rust
+}

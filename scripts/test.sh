@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh Debian machine: prepares the host (Docker
+# Engine, busybox), builds every test image from local static binaries, then
+# runs lints, unit tests and the end-to-end tests against the real engine.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+. scripts/host.sh
+ensure_host
+
+echo "== test images"
+scripts/build-test-images.sh
+
+echo "== lints"
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+(cd examples/image-ops && cargo fmt --check && cargo clippy --all-targets --locked -- -D warnings)
+
+echo "== example unit tests"
+(cd examples/image-ops && cargo test --locked --quiet)
+
+echo "== workspace tests (unit and end-to-end against the real engine)"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast
+else
+  cargo test --workspace --locked --no-fail-fast
+fi
