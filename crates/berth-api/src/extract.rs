@@ -2,6 +2,8 @@
 //! axum's plain-text rejections.
 
 use axum::body::Body;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
@@ -48,4 +50,39 @@ pub async fn json_body<T: DeserializeOwned>(
             format!("invalid JSON body: {e}"),
         )
     })
+}
+
+/// A function name from the path. A segment that does not even decode as
+/// UTF-8 can never name a function; it gets the API's JSON error rather
+/// than the framework's plain-text one.
+pub struct FnName(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for FnName {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(name)) => Ok(Self(name)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_function",
+                "the function name in the path is not valid UTF-8",
+            )),
+        }
+    }
+}
+
+/// A task id from the path. Anything undecodable answers exactly like a
+/// task that does not exist, so ids cannot be probed.
+pub struct TaskPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(id)) => Ok(Self(id)),
+            Err(_) => Err(crate::tasks::task_not_found()),
+        }
+    }
 }

@@ -1,7 +1,7 @@
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use berth_core::FunctionConfig;
@@ -10,6 +10,7 @@ use serde_json::json;
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::FnName;
 use crate::extract::json_body;
 use crate::views::FunctionView;
 use berth_executor::ExecError;
@@ -22,7 +23,7 @@ fn function_not_found(name: &str) -> ApiError {
 pub async fn put(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(name): Path<String>,
+    FnName(name): FnName,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
@@ -62,7 +63,7 @@ pub async fn put(
 pub async fn get(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(name): Path<String>,
+    FnName(name): FnName,
 ) -> ApiResult<Json<FunctionView>> {
     let summary = state
         .store
@@ -85,7 +86,7 @@ pub async fn list(
 pub async fn delete(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(name): Path<String>,
+    FnName(name): FnName,
 ) -> ApiResult<StatusCode> {
     if state.store.delete_function(&tenant, &name).await? {
         Ok(StatusCode::NO_CONTENT)

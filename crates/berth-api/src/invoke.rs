@@ -12,7 +12,7 @@ use std::io;
 
 use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{RequestMeta, TaskId, TaskStatus};
@@ -23,6 +23,7 @@ use futures::{StreamExt, TryStreamExt, stream};
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::FnName;
 
 const DECISION_WINDOW: usize = 64 * 1024;
 
@@ -108,7 +109,7 @@ pub fn call_error(result: &CallResult, id: TaskId) -> ApiError {
 pub async fn invoke(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(name): Path<String>,
+    FnName(name): FnName,
     method: Method,
     uri: Uri,
     headers: HeaderMap,

@@ -3,7 +3,7 @@ use std::collections::HashMap;
 use axum::Extension;
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{TaskId, TaskRecord, TaskStatus};
@@ -14,13 +14,14 @@ use tokio_util::io::ReaderStream;
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{FnName, TaskPath};
 use crate::invoke::{TASK_ID_HEADER, body_stream, request_meta};
 use crate::views::TaskView;
 
 const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
 
-fn task_not_found() -> ApiError {
+pub(crate) fn task_not_found() -> ApiError {
     ApiError::not_found("task_not_found", "task not found")
 }
 
@@ -38,7 +39,7 @@ async fn load(state: &AppState, tenant: &str, id: &str) -> ApiResult<TaskRecord>
 pub async fn submit(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(name): Path<String>,
+    FnName(name): FnName,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -62,7 +63,7 @@ pub async fn submit(
 pub async fn get(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(id): Path<String>,
+    TaskPath(id): TaskPath,
 ) -> ApiResult<Json<TaskView>> {
     let task = load(&state, &tenant, &id).await?;
     Ok(Json(TaskView::from(&task)))
@@ -121,7 +122,7 @@ pub async fn list(
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(id): Path<String>,
+    TaskPath(id): TaskPath,
 ) -> ApiResult<Json<TaskView>> {
     let task_id: TaskId = id.parse().map_err(|_| task_not_found())?;
     match state.tasks.cancel(&tenant, task_id).await? {
@@ -184,7 +185,7 @@ async fn payload(
 pub async fn output(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(id): Path<String>,
+    TaskPath(id): TaskPath,
 ) -> ApiResult<Response> {
     payload(
         &state,
@@ -199,7 +200,7 @@ pub async fn output(
 pub async fn logs(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
-    Path(id): Path<String>,
+    TaskPath(id): TaskPath,
 ) -> ApiResult<Response> {
     payload(
         &state,

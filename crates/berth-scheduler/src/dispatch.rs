@@ -24,7 +24,39 @@ impl TaskManager {
     /// anything still running is recovered from its lease at next start.
     pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) {
         tokio::spawn(Arc::clone(self).dispatch_loop(shutdown.clone()));
-        tokio::spawn(Arc::clone(self).lease_loop(shutdown));
+        tokio::spawn(Arc::clone(self).lease_loop(shutdown.clone()));
+        tokio::spawn(Arc::clone(self).retention_loop(shutdown));
+    }
+
+    /// Deletes finished tasks past the retention period, in small batches
+    /// so the store is never locked for long.
+    async fn retention_loop(self: Arc<Self>, shutdown: CancellationToken) {
+        const BATCH: u32 = 500;
+        loop {
+            let cutoff = berth_core::now_ms() - lease_ms(self.cfg.retention);
+            loop {
+                match self.store.expire_tasks(cutoff, BATCH).await {
+                    Ok(ids) => {
+                        for id in &ids {
+                            if let Err(e) = self.payloads.remove(*id).await {
+                                warn!(task = %id, error = %e, "could not remove payloads");
+                            }
+                        }
+                        if ids.len() < BATCH as usize {
+                            break;
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "retention pass failed");
+                        break;
+                    }
+                }
+            }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_secs(60)) => {}
+                () = shutdown.cancelled() => return,
+            }
+        }
     }
 
     async fn dispatch_loop(self: Arc<Self>, shutdown: CancellationToken) {
@@ -92,7 +124,24 @@ impl TaskManager {
     async fn run_async(self: Arc<Self>, task: TaskRecord, permit: OwnedSemaphorePermit) {
         let id = task.id;
         let attempt = task.attempt;
-        let finish = match self.attempt(&task).await {
+        // Registered before anything else so a cancel from here on reaches
+        // the attempt; one that landed between the claim and now is caught
+        // by re-reading the status.
+        let cancel = self.track(id);
+        match self.store.get_task(&task.tenant, id).await {
+            Ok(Some(t)) if t.status == TaskStatus::Running && t.attempt == attempt => {}
+            Ok(_) => {
+                debug!(task = %id, "task changed hands before it started; skipping");
+                self.untrack(id);
+                drop(permit);
+                self.wake.notify_one();
+                return;
+            }
+            Err(e) => warn!(task = %id, error = %e, "could not re-read task; running it"),
+        }
+        let result = self.attempt(&task, cancel).await;
+        self.untrack(id);
+        let finish = match result {
             Ok(finish) => finish,
             Err(Refused(e)) => {
                 debug!(task = %id, error = %e, "executor refused; task goes back to the queue");
@@ -117,7 +166,11 @@ impl TaskManager {
 
     /// One attempt of an async task. A refusal to start is returned apart,
     /// since it should not count as an attempt.
-    async fn attempt(&self, task: &TaskRecord) -> Result<Finish, Refused> {
+    async fn attempt(
+        &self,
+        task: &TaskRecord,
+        cancel: CancellationToken,
+    ) -> Result<Finish, Refused> {
         let failed = |code: &str, message: String| Finish {
             status: TaskStatus::Failed,
             exit_code: None,
@@ -146,7 +199,6 @@ impl TaskManager {
             Err(e) => return Err(Refused(StoreError::Io(e).into())),
         };
         let stdin = Box::pin(ReaderStream::new(input));
-        let cancel = self.track(task.id);
         let run = self.place(self.spec(&version, task, cancel), stdin).await;
         let inv = match run {
             Ok(inv) => inv,
@@ -165,7 +217,6 @@ impl TaskManager {
         let output = self.collect_output(task.id, inv.stdout);
         let logs = self.collect_logs(task.id, inv.stderr);
         let (done, (output, too_large), logs) = tokio::join!(inv.done, output, logs);
-        self.untrack(task.id);
         let mut finish = finish_from(done, None);
         if too_large {
             finish.status = TaskStatus::Failed;

@@ -60,6 +60,8 @@ pub struct Config {
     /// How often the queue is checked without a wake-up (other replicas'
     /// submissions, expired leases).
     pub poll_interval: Duration,
+    /// How long finished tasks, their output and logs are kept.
+    pub retention: Duration,
     pub limits: Limits,
 }
 
@@ -74,6 +76,7 @@ impl Default for Config {
             max_output_bytes: 1024 * 1024 * 1024,
             max_async_input_bytes: 256 * 1024 * 1024,
             poll_interval: Duration::from_millis(500),
+            retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
         }
     }
@@ -260,8 +263,13 @@ impl TaskManager {
             owner: self.cfg.node_id.clone(),
             expires_at: now_ms() + lease_ms(self.cfg.lease),
         };
-        self.store.insert_task(&task, Some(&lease)).await?;
+        // Tracked before the row exists, so a cancel can never find the
+        // task running without a way to reach it.
         let cancel = self.track(task.id);
+        if let Err(e) = self.store.insert_task(&task, Some(&lease)).await {
+            self.untrack(task.id);
+            return Err(e.into());
+        }
         let inv = match self.place(self.spec(&v, &task, cancel), body).await {
             Ok(inv) => inv,
             Err(e) => {

@@ -145,4 +145,7 @@ pub trait Store: Send + Sync + 'static {
     /// `dead_owner`; tasks out of attempts, and sync tasks (their caller is
     /// gone), fail with `lost`.
     async fn recover(&self, dead_owner: Option<&str>) -> Result<Recovered>;
+    /// Deletes up to `max` finished tasks that ended before `before` (ms)
+    /// and returns their ids so their payloads can be removed too.
+    async fn expire_tasks(&self, before: i64, max: u32) -> Result<Vec<TaskId>>;
 }

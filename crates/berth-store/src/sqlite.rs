@@ -575,6 +575,18 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(out)
     }
+
+    async fn expire_tasks(&self, before: i64, max: u32) -> Result<Vec<TaskId>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
+             WHERE status NOT IN ('queued', 'running') AND finished_at < ? LIMIT ?) RETURNING id",
+        )
+        .bind(before)
+        .bind(i64::from(max))
+        .fetch_all(&self.pool)
+        .await?;
+        ids.iter().map(|id| id.parse().map_err(corrupt)).collect()
+    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,9 @@ pub struct ServerArgs {
     /// Seconds a claimed async task's lease lasts without renewal.
     #[arg(long, env = "BERTH_LEASE_SECS", default_value_t = 30)]
     lease_secs: u64,
+    /// Hours finished tasks (status, output, logs) are kept.
+    #[arg(long, env = "BERTH_RETENTION_HOURS", default_value_t = 168)]
+    retention_hours: u64,
 }
 
 const ADMIN_KEY_FILE: &str = "admin.key";
@@ -73,6 +76,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         async_concurrency: args.async_concurrency.max(1),
         lease: std::time::Duration::from_secs(args.lease_secs.max(3)),
         max_async_input_bytes: args.max_async_input_mb * 1024 * 1024,
+        retention: std::time::Duration::from_secs(args.retention_hours.saturating_mul(3600)),
         ..Config::default()
     };
     let tasks = TaskManager::new(

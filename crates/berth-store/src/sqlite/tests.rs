@@ -272,3 +272,26 @@ async fn keys_resolve_by_hash() {
     );
     assert_eq!(s.tenant_for_key(&[7; 32]).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn expiry_removes_only_old_finished_tasks() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let done = task("f", TaskKind::Async);
+    let waiting = task("f", TaskKind::Async);
+    s.insert_task(&done, None).await.unwrap();
+    s.claim_queued("n", 1, 10_000).await.unwrap();
+    s.finish_task(done.id, 1, &finish(TaskStatus::Succeeded))
+        .await
+        .unwrap();
+    s.insert_task(&waiting, None).await.unwrap();
+    assert!(
+        s.expire_tasks(now_ms() - 60_000, 100)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let gone = s.expire_tasks(now_ms() + 1, 100).await.unwrap();
+    assert_eq!(gone, vec![done.id]);
+    assert!(s.get_task("t", done.id).await.unwrap().is_none());
+    assert!(s.get_task("t", waiting.id).await.unwrap().is_some());
+}
