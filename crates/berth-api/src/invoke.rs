@@ -10,9 +10,8 @@
 
 use std::io;
 
-use axum::Extension;
 use axum::body::{Body, Bytes};
-use axum::extract::State;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{RequestMeta, TaskId, TaskStatus};
@@ -68,8 +67,38 @@ pub fn request_meta(method: &Method, uri: &Uri, headers: &HeaderMap) -> RequestM
     }
 }
 
-pub fn body_stream(body: Body) -> InputStream {
+fn body_stream(body: Body) -> InputStream {
     Box::pin(body.into_data_stream().map_err(io::Error::other))
+}
+
+/// A request addressed to a function (sync invoke or async submit): who
+/// calls, which function, the request as the function will see it, and the
+/// body as a stream.
+pub struct FunctionCall {
+    pub tenant: String,
+    pub name: String,
+    pub meta: RequestMeta,
+    pub body: InputStream,
+}
+
+impl<S: Send + Sync> FromRequest<S> for FunctionCall {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let (mut parts, body) = req.into_parts();
+        let FnName(name) = FnName::from_request_parts(&mut parts, state).await?;
+        let Tenant(tenant) = parts
+            .extensions
+            .get::<Tenant>()
+            .cloned()
+            .ok_or_else(ApiError::unauthorized)?;
+        Ok(Self {
+            tenant,
+            name,
+            meta: request_meta(&parts.method, &parts.uri, &parts.headers),
+            body: body_stream(body),
+        })
+    }
 }
 
 fn task_headers(resp: &mut Response, id: TaskId, version: i64) {
@@ -106,19 +135,10 @@ pub fn call_error(result: &CallResult, id: TaskId) -> ApiError {
     err
 }
 
-pub async fn invoke(
-    State(state): State<AppState>,
-    Extension(Tenant(tenant)): Extension<Tenant>,
-    FnName(name): FnName,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
-    let meta = request_meta(&method, &uri, &headers);
+pub async fn invoke(State(state): State<AppState>, req: FunctionCall) -> ApiResult<Response> {
     let mut call = state
         .tasks
-        .invoke(&tenant, &name, meta, body_stream(body))
+        .invoke(&req.tenant, &req.name, req.meta, req.body)
         .await?;
     let (id, version) = (call.task_id, call.version);
 

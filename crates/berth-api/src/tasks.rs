@@ -4,7 +4,7 @@ use axum::Extension;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{TaskId, TaskRecord, TaskStatus};
 use berth_store::{Cancel, PayloadKind, TaskFilter};
@@ -14,8 +14,8 @@ use tokio_util::io::ReaderStream;
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{FnName, TaskPath};
-use crate::invoke::{TASK_ID_HEADER, body_stream, request_meta};
+use crate::extract::TaskPath;
+use crate::invoke::{FunctionCall, TASK_ID_HEADER};
 use crate::views::TaskView;
 
 const MAX_PAGE: u32 = 1000;
@@ -36,19 +36,10 @@ async fn load(state: &AppState, tenant: &str, id: &str) -> ApiResult<TaskRecord>
         .ok_or_else(task_not_found)
 }
 
-pub async fn submit(
-    State(state): State<AppState>,
-    Extension(Tenant(tenant)): Extension<Tenant>,
-    FnName(name): FnName,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Body,
-) -> ApiResult<Response> {
-    let meta = request_meta(&method, &uri, &headers);
+pub async fn submit(State(state): State<AppState>, req: FunctionCall) -> ApiResult<Response> {
     let task = state
         .tasks
-        .submit(&tenant, &name, meta, body_stream(body))
+        .submit(&req.tenant, &req.name, req.meta, req.body)
         .await?;
     let mut resp = (StatusCode::ACCEPTED, Json(TaskView::from(&task))).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/tasks/{}", task.id)) {

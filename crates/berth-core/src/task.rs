@@ -175,6 +175,38 @@ pub struct TaskRecord {
     pub request: RequestMeta,
 }
 
+impl TaskRecord {
+    /// A new task of one version, queued as of now, with one attempt allowed.
+    pub fn new(
+        tenant: &str,
+        function: &str,
+        version: i64,
+        kind: TaskKind,
+        request: RequestMeta,
+    ) -> Self {
+        Self {
+            id: TaskId::new(),
+            tenant: tenant.to_owned(),
+            function: function.to_owned(),
+            version,
+            kind,
+            status: TaskStatus::Queued,
+            attempt: 0,
+            max_attempts: 1,
+            exit_code: None,
+            error: None,
+            created_at: crate::now_ms(),
+            started_at: None,
+            finished_at: None,
+            usage: Usage::default(),
+            timing: Timing::default(),
+            input_bytes: None,
+            output_bytes: None,
+            request,
+        }
+    }
+}
+
 /// The parts of the HTTP request a function sees besides its body.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestMeta {

@@ -49,7 +49,7 @@ pub fn cgi_env(v: &FunctionVersion, task: &TaskRecord) -> Vec<(String, String)> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_core::{RequestMeta, TaskId, TaskKind, TaskStatus, Timing, Usage};
+    use berth_core::{RequestMeta, TaskKind};
 
     #[test]
     fn request_becomes_meta_variables() {
@@ -62,36 +62,18 @@ mod tests {
             image_id: "sha256:1".into(),
             created_at: 0,
         };
-        let task = TaskRecord {
-            id: TaskId::new(),
-            tenant: "t".into(),
-            function: "thumb".into(),
-            version: 7,
-            kind: TaskKind::Sync,
-            status: TaskStatus::Running,
-            attempt: 1,
-            max_attempts: 1,
-            exit_code: None,
-            error: None,
-            created_at: 0,
-            started_at: None,
-            finished_at: None,
-            usage: Usage::default(),
-            timing: Timing::default(),
-            input_bytes: None,
-            output_bytes: None,
-            request: RequestMeta {
-                method: "POST".into(),
-                query: "op=thumbnail&w=128".into(),
-                content_type: Some("image/jpeg".into()),
-                content_length: Some(42),
-                headers: vec![
-                    ("x-trace-id".into(), "abc".into()),
-                    ("accept".into(), "a".into()),
-                    ("accept".into(), "b".into()),
-                ],
-            },
+        let request = RequestMeta {
+            method: "POST".into(),
+            query: "op=thumbnail&w=128".into(),
+            content_type: Some("image/jpeg".into()),
+            content_length: Some(42),
+            headers: vec![
+                ("x-trace-id".into(), "abc".into()),
+                ("accept".into(), "a".into()),
+                ("accept".into(), "b".into()),
+            ],
         };
+        let task = TaskRecord::new("t", "thumb", 7, TaskKind::Sync, request);
         let env = cgi_env(&v, &task);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
         assert_eq!(get("MODEL"), Some("small"));

@@ -174,26 +174,7 @@ impl TaskManager {
     }
 
     fn new_task(v: &FunctionVersion, kind: TaskKind, request: RequestMeta) -> TaskRecord {
-        TaskRecord {
-            id: TaskId::new(),
-            tenant: v.tenant.clone(),
-            function: v.function.clone(),
-            version: v.version,
-            kind,
-            status: TaskStatus::Queued,
-            attempt: 0,
-            max_attempts: 1,
-            exit_code: None,
-            error: None,
-            created_at: now_ms(),
-            started_at: None,
-            finished_at: None,
-            usage: Usage::default(),
-            timing: Timing::default(),
-            input_bytes: None,
-            output_bytes: None,
-            request,
-        }
+        TaskRecord::new(&v.tenant, &v.function, v.version, kind, request)
     }
 
     fn spec(&self, v: &FunctionVersion, task: &TaskRecord, cancel: CancellationToken) -> RunSpec {

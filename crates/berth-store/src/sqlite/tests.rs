@@ -5,30 +5,15 @@ fn config(image: &str) -> FunctionConfig {
 }
 
 fn task(function: &str, kind: TaskKind) -> TaskRecord {
-    TaskRecord {
-        id: TaskId::new(),
-        tenant: "t".into(),
-        function: function.into(),
-        version: 1,
-        kind,
-        status: TaskStatus::Queued,
-        attempt: 0,
-        max_attempts: 2,
-        exit_code: None,
-        error: None,
-        created_at: now_ms(),
-        started_at: None,
-        finished_at: None,
-        usage: Usage::default(),
-        timing: Timing::default(),
-        input_bytes: Some(3),
-        output_bytes: None,
-        request: RequestMeta {
-            method: "POST".into(),
-            query: "a=1".into(),
-            ..Default::default()
-        },
-    }
+    let request = RequestMeta {
+        method: "POST".into(),
+        query: "a=1".into(),
+        ..Default::default()
+    };
+    let mut t = TaskRecord::new("t", function, 1, kind, request);
+    t.max_attempts = 2;
+    t.input_bytes = Some(3);
+    t
 }
 
 fn finish(status: TaskStatus) -> Finish {

@@ -32,14 +32,7 @@ async fn fifty_async_tasks_all_succeed_with_their_own_output() {
         if let Some(c) = &cursor {
             path.push_str(&format!("&cursor={c}"));
         }
-        let page: Value = server
-            .req(Method::GET, &path)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page = server.get_json(&path).await;
         for t in page["tasks"].as_array().unwrap() {
             assert!(
                 seen.insert(t["id"].as_str().unwrap().to_owned()),
@@ -71,14 +64,7 @@ async fn accepted_tasks_survive_a_sigkill() {
     // Wait until the first two are running (inside their 2 s sleep).
     let begun = Instant::now();
     let running = loop {
-        let page: Value = server
-            .req(Method::GET, "/v1/tasks?status=running")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let page: Value = server.get_json("/v1/tasks?status=running").await;
         let running: Vec<String> = page["tasks"]
             .as_array()
             .unwrap()

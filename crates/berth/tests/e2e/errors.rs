@@ -145,14 +145,7 @@ async fn bad_requests_get_clear_json_errors() {
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     // Nothing was created by any of it.
-    let list: serde_json::Value = server
-        .req(Method::GET, "/v1/functions")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: serde_json::Value = server.get_json("/v1/functions").await;
     let names: Vec<_> = list["functions"]
         .as_array()
         .unwrap()
@@ -160,14 +153,7 @@ async fn bad_requests_get_clear_json_errors() {
         .map(|f| f["name"].clone())
         .collect();
     assert_eq!(names, vec![json!("ok")]);
-    let tasks: serde_json::Value = server
-        .req(Method::GET, "/v1/tasks")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let tasks: serde_json::Value = server.get_json("/v1/tasks").await;
     assert_eq!(tasks["tasks"].as_array().unwrap().len(), 0);
     server.assert_no_panic();
 }

@@ -159,6 +159,13 @@ impl Server {
             .bearer_auth(&self.key)
     }
 
+    /// GET a JSON document that must exist.
+    pub async fn get_json(&self, path: &str) -> Value {
+        let resp = self.req(Method::GET, path).send().await.expect("GET");
+        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
+        resp.json().await.expect("JSON")
+    }
+
     pub async fn deploy(&self, name: &str, body: Value) -> Value {
         let resp = self
             .req(Method::PUT, &format!("/v1/functions/{name}"))
@@ -220,13 +227,7 @@ impl Server {
     }
 
     pub async fn task(&self, id: &str) -> Value {
-        let resp = self
-            .req(Method::GET, &format!("/v1/tasks/{id}"))
-            .send()
-            .await
-            .expect("get task");
-        assert_eq!(resp.status(), StatusCode::OK);
-        resp.json().await.expect("task json")
+        self.get_json(&format!("/v1/tasks/{id}")).await
     }
 
     pub async fn wait_task(&self, id: &str) -> Value {

@@ -204,14 +204,7 @@ async fn versions_pin_config_and_each_call_names_its_version() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"two\n");
     assert_eq!(headers["x-berth-version"], "2");
-    let f: Value = server
-        .req(reqwest::Method::GET, "/v1/functions/greet")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let f: Value = server.get_json("/v1/functions/greet").await;
     let versions = f["versions"].as_array().unwrap();
     assert_eq!(versions.len(), 2);
     assert!(
