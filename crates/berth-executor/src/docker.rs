@@ -30,6 +30,7 @@ use crate::{
 
 const LABEL_MANAGED: &str = "dev.berth.managed";
 const LABEL_NODE: &str = "dev.berth.node";
+const LABEL_BOOT: &str = "dev.berth.boot";
 const LABEL_TASK: &str = "dev.berth.task";
 const LABEL_TENANT: &str = "dev.berth.tenant";
 const LABEL_FUNCTION: &str = "dev.berth.function";
@@ -46,6 +47,9 @@ pub struct DockerConfig {
     /// Stable id of this executor; its containers carry it so a restart
     /// reaps only its own orphans.
     pub node_id: String,
+    /// Unique to this process. Orphans are the node's containers from other
+    /// boots, so a late reap never touches this process's own containers.
+    pub boot_id: String,
     pub max_containers: usize,
     pub pids_limit: i64,
     pub tmp_size_mb: u32,
@@ -56,6 +60,7 @@ impl Default for DockerConfig {
     fn default() -> Self {
         Self {
             node_id: "local".into(),
+            boot_id: String::new(),
             max_containers: 32,
             pids_limit: 256,
             tmp_size_mb: 64,
@@ -65,36 +70,35 @@ impl Default for DockerConfig {
 }
 
 pub struct DockerExecutor {
-    base: Docker,
-    /// Negotiated lazily so the server starts (and answers 503) while the
-    /// engine is down, and so it speaks the engine's API version (1.41 on
-    /// Debian's engine) rather than the client's newest.
+    /// Connected and negotiated lazily, so the server starts (and answers
+    /// 503) while the engine is down or its socket is missing, and speaks
+    /// the engine's API version (1.41 on Debian's engine) rather than the
+    /// client's newest.
     negotiated: OnceCell<Docker>,
     cfg: DockerConfig,
     slots: Arc<Semaphore>,
 }
 
 impl DockerExecutor {
-    /// Connects with the usual `DOCKER_HOST` / local socket defaults.
-    pub fn new(cfg: DockerConfig) -> Result<Self, ExecError> {
-        let base = Docker::connect_with_local_defaults()
-            .map_err(|e| ExecError::EngineUnavailable(e.to_string()))?;
-        Ok(Self {
-            base,
+    /// Uses the usual `DOCKER_HOST` / local socket defaults; nothing is
+    /// contacted until the first call.
+    pub fn new(cfg: DockerConfig) -> Self {
+        Self {
             negotiated: OnceCell::new(),
             slots: Arc::new(Semaphore::new(cfg.max_containers)),
             cfg,
-        })
+        }
     }
 
     async fn client(&self) -> Result<&Docker, ExecError> {
         self.negotiated
             .get_or_try_init(|| async {
-                self.base
-                    .clone()
+                let unavailable = |e: DockerError| ExecError::EngineUnavailable(e.to_string());
+                Docker::connect_with_local_defaults()
+                    .map_err(unavailable)?
                     .negotiate_version()
                     .await
-                    .map_err(|e| ExecError::EngineUnavailable(e.to_string()))
+                    .map_err(unavailable)
             })
             .await
     }
@@ -103,6 +107,7 @@ impl DockerExecutor {
         let labels = HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
             (LABEL_NODE.to_owned(), self.cfg.node_id.clone()),
+            (LABEL_BOOT.to_owned(), self.cfg.boot_id.clone()),
             (LABEL_TASK.to_owned(), spec.task_id.to_string()),
             (LABEL_TENANT.to_owned(), spec.tenant.clone()),
             (LABEL_FUNCTION.to_owned(), spec.function.clone()),
@@ -286,6 +291,14 @@ impl Executor for DockerExecutor {
             .map_err(engine_error)?;
         let mut reaped = 0;
         for c in found {
+            let this_boot = c
+                .labels
+                .as_ref()
+                .and_then(|l| l.get(LABEL_BOOT))
+                .is_some_and(|b| *b == self.cfg.boot_id);
+            if this_boot {
+                continue;
+            }
             if let Some(id) = c.id {
                 Container {
                     docker: docker.clone(),

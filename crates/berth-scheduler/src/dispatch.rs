@@ -110,6 +110,7 @@ impl TaskManager {
             {
                 warn!(error = %e, "lease renewal failed");
             }
+            self.reap_orphans().await;
             match self.store.recover(None).await {
                 Ok(r) if !r.requeued.is_empty() => {
                     debug!(n = r.requeued.len(), "requeued tasks with lapsed leases");

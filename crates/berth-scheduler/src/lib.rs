@@ -10,6 +10,7 @@ mod cgi;
 mod dispatch;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,6 +111,9 @@ pub struct TaskManager {
     /// Attempts running in this process, by task, so a cancel can reach them.
     running: Mutex<HashMap<TaskId, CancellationToken>>,
     wake: Notify,
+    /// Whether every executor has had its orphans removed since start; an
+    /// engine that was down at start is reaped once it answers.
+    reaped: AtomicBool,
 }
 
 impl TaskManager {
@@ -126,6 +130,7 @@ impl TaskManager {
             cfg,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            reaped: AtomicBool::new(false),
         })
     }
 
@@ -418,14 +423,28 @@ impl TaskManager {
                 "recovered tasks from a previous run"
             );
         }
+        self.reap_orphans().await;
+        Ok(())
+    }
+
+    /// Removes containers a previous life of this node left behind, unless
+    /// that has already been done since start.
+    async fn reap_orphans(&self) {
+        if self.reaped.load(Ordering::Relaxed) {
+            return;
+        }
+        let mut all = true;
         for e in &self.executors {
             match e.reap_orphans().await {
                 Ok(0) => {}
                 Ok(n) => info!(containers = n, "removed orphaned containers"),
-                Err(err) => warn!(error = %err, "could not reap orphaned containers"),
+                Err(err) => {
+                    all = false;
+                    warn!(error = %err, "could not reap orphaned containers; will retry");
+                }
             }
         }
-        Ok(())
+        self.reaped.store(all, Ordering::Relaxed);
     }
 }
 

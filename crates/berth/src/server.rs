@@ -65,10 +65,10 @@ pub async fn run(args: ServerArgs) -> Result<()> {
 
     let executor = DockerExecutor::new(DockerConfig {
         node_id: node_id.clone(),
+        boot_id: hex::encode(rand::random::<[u8; 8]>()),
         max_containers: args.max_containers,
         ..DockerConfig::default()
-    })
-    .context("connecting to the Docker Engine")?;
+    });
     let executors: Vec<Arc<dyn Executor>> = vec![Arc::new(executor)];
 
     let cfg = Config {

@@ -77,9 +77,19 @@ async fn accepted_tasks_survive_a_sigkill() {
         assert!(begun.elapsed() < PATIENCE, "tasks never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // A task is `running` from its claim; its container follows shortly.
     let label = format!("dev.berth.node={}", server.node_id());
-    let before_kill = containers(&label);
-    assert!(!before_kill.is_empty(), "running tasks have containers");
+    let before_kill = loop {
+        let found = containers(&label);
+        if !found.is_empty() {
+            break found;
+        }
+        assert!(
+            begun.elapsed() < PATIENCE,
+            "running tasks never got containers"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
 
     server.kill();
     server.restart().await;
