@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::{TaskError, TaskRecord, TaskStatus, Timing, Usage};
+use berth_core::{TaskError, TaskKind, TaskRecord, TaskStatus, Timing, Usage};
 use berth_executor::ExecError;
 use berth_store::{Finish, PayloadKind, StoreError};
 use bytes::Bytes;
@@ -24,7 +24,8 @@ impl TaskManager {
     /// anything still running is recovered from its lease at next start.
     pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) {
         tokio::spawn(Arc::clone(self).dispatch_loop(shutdown.clone()));
-        tokio::spawn(Arc::clone(self).lease_loop(shutdown.clone()));
+        // Leases are renewed until the process exits, through the drain.
+        tokio::spawn(Arc::clone(self).lease_loop());
         tokio::spawn(Arc::clone(self).retention_loop(shutdown));
     }
 
@@ -94,13 +95,10 @@ impl TaskManager {
 
     /// Renews the leases of attempts running here and requeues attempts
     /// whose lease lapsed anywhere (their holder is presumed dead).
-    async fn lease_loop(self: Arc<Self>, shutdown: CancellationToken) {
+    async fn lease_loop(self: Arc<Self>) {
         let every = self.cfg.lease / 3;
         loop {
-            tokio::select! {
-                () = tokio::time::sleep(every) => {}
-                () = shutdown.cancelled() => return,
-            }
+            tokio::time::sleep(every).await;
             let ids: Vec<_> = self.lock_running().keys().copied().collect();
             if !ids.is_empty()
                 && let Err(e) = self
@@ -128,7 +126,7 @@ impl TaskManager {
         // Registered before anything else so a cancel from here on reaches
         // the attempt; one that landed between the claim and now is caught
         // by re-reading the status.
-        let cancel = self.track(id);
+        let cancel = self.track(id, TaskKind::Async, attempt);
         match self.store.get_task(&task.tenant, id).await {
             Ok(Some(t)) if t.status == TaskStatus::Running && t.attempt == attempt => {}
             Ok(_) => {
@@ -206,11 +204,9 @@ impl TaskManager {
             Err(
                 e @ SchedError::Exec(ExecError::NoCapacity(_) | ExecError::EngineUnavailable(_)),
             ) => {
-                self.untrack(task.id);
                 return Err(Refused(e));
             }
             Err(e) => {
-                self.untrack(task.id);
                 let TaskError { code, message } = start_error(&e);
                 return Ok(failed(&code, message));
             }

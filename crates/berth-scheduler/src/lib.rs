@@ -103,13 +103,20 @@ pub struct SyncCall {
     pub result: oneshot::Receiver<CallResult>,
 }
 
+struct Running {
+    cancel: CancellationToken,
+    kind: TaskKind,
+    attempt: i64,
+}
+
 pub struct TaskManager {
     store: Arc<dyn Store>,
     payloads: Payloads,
     executors: Vec<Arc<dyn Executor>>,
     cfg: Config,
-    /// Attempts running in this process, by task, so a cancel can reach them.
-    running: Mutex<HashMap<TaskId, CancellationToken>>,
+    /// Attempts running in this process, by task, so a cancel or a
+    /// shutdown can reach them.
+    running: Mutex<HashMap<TaskId, Running>>,
     wake: Notify,
     /// Whether every executor has had its orphans removed since start; an
     /// engine that was down at start is reaped once it answers.
@@ -210,9 +217,14 @@ impl TaskManager {
         Ok(executor.run(spec, stdin).await?)
     }
 
-    fn track(&self, id: TaskId) -> CancellationToken {
+    fn track(&self, id: TaskId, kind: TaskKind, attempt: i64) -> CancellationToken {
         let token = CancellationToken::new();
-        self.lock_running().insert(id, token.clone());
+        let entry = Running {
+            cancel: token.clone(),
+            kind,
+            attempt,
+        };
+        self.lock_running().insert(id, entry);
         token
     }
 
@@ -220,7 +232,7 @@ impl TaskManager {
         self.lock_running().remove(&id);
     }
 
-    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, CancellationToken>> {
+    fn lock_running(&self) -> std::sync::MutexGuard<'_, HashMap<TaskId, Running>> {
         // A panic while holding this lock cannot leave the map inconsistent
         // (single inserts and removes), so a poisoned lock is still usable.
         self.running.lock().unwrap_or_else(|p| p.into_inner())
@@ -251,7 +263,7 @@ impl TaskManager {
         };
         // Tracked before the row exists, so a cancel can never find the
         // task running without a way to reach it.
-        let cancel = self.track(task.id);
+        let cancel = self.track(task.id, TaskKind::Sync, 1);
         if let Err(e) = self.store.insert_task(&task, Some(&lease)).await {
             self.untrack(task.id);
             return Err(e.into());
@@ -357,9 +369,9 @@ impl TaskManager {
     pub async fn cancel(&self, tenant: &str, id: TaskId) -> Result<Option<Cancel>, SchedError> {
         let result = self.store.cancel_task(tenant, id).await?;
         if let Some(Cancel::Running { .. }) = &result
-            && let Some(token) = self.lock_running().get(&id)
+            && let Some(running) = self.lock_running().get(&id)
         {
-            token.cancel();
+            running.cancel.cancel();
         }
         Ok(result)
     }
@@ -409,6 +421,46 @@ impl TaskManager {
             && let Err(e) = w.commit().await
         {
             warn!(task = %id, error = %e, "could not commit logs");
+        }
+    }
+
+    /// Shutdown: async attempts get `grace` to finish; the rest go back to
+    /// the queue without counting the attempt, and their containers are
+    /// killed, so restarting the server costs no task an attempt. Call
+    /// after stopping the dispatcher (the `spawn_background` token).
+    pub async fn drain(&self, grace: Duration) {
+        let async_running = || -> Vec<(TaskId, i64, CancellationToken)> {
+            self.lock_running()
+                .iter()
+                .filter(|(_, r)| r.kind == TaskKind::Async)
+                .map(|(id, r)| (*id, r.attempt, r.cancel.clone()))
+                .collect()
+        };
+        let deadline = tokio::time::Instant::now() + grace;
+        while !async_running().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let left = async_running();
+        if left.is_empty() {
+            return;
+        }
+        info!(
+            tasks = left.len(),
+            "handing unfinished async tasks back to the queue"
+        );
+        for (id, attempt, cancel) in &left {
+            // Released first, so the killed attempt's result is refused.
+            match self.store.release_task(*id, *attempt).await {
+                Ok(_) => {}
+                Err(e) => warn!(task = %id, error = %e, "could not release; its lease will lapse"),
+            }
+            cancel.cancel();
+        }
+        // Give the kills a moment to remove the containers; whatever is
+        // left is reaped at the next start.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !async_running().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 

@@ -32,6 +32,10 @@ pub struct ServerArgs {
     /// Seconds a claimed async task's lease lasts without renewal.
     #[arg(long, env = "BERTH_LEASE_SECS", default_value_t = 30)]
     lease_secs: u64,
+    /// Seconds running async tasks get to finish at shutdown before they
+    /// are handed back to the queue.
+    #[arg(long, env = "BERTH_SHUTDOWN_GRACE_SECS", default_value_t = 10)]
+    shutdown_grace_secs: u64,
     /// Hours finished tasks (status, output, logs) are kept.
     #[arg(long, env = "BERTH_RETENTION_HOURS", default_value_t = 168)]
     retention_hours: u64,
@@ -104,11 +108,22 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     info!(%url, data_dir = %data_dir.display(), node = %node_id, "berth server listening");
     eprintln!("berth: listening on {url}");
 
+    let grace = std::time::Duration::from_secs(args.shutdown_grace_secs);
+    let draining = {
+        let (tasks, shutdown) = (Arc::clone(&tasks), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tasks.drain(grace).await;
+        })
+    };
+    // In-flight sync calls are drained by the HTTP server itself.
     axum::serve(listener, app)
         .with_graceful_shutdown(signal(shutdown.clone()))
         .await
         .context("serving HTTP")?;
     shutdown.cancel();
+    let _ = draining.await;
+    info!("stopped");
     Ok(())
 }
 
@@ -122,7 +137,7 @@ async fn signal(shutdown: CancellationToken) {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
-    info!("shutting down; running tasks are recovered from their leases at next start");
+    info!("shutting down: no new work is taken; running work gets its grace period");
     shutdown.cancel();
 }
 

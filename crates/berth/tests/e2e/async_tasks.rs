@@ -154,3 +154,39 @@ async fn cancel_dequeues_or_kills() {
     assert_eq!(server.task(&running).await["status"], "cancelled");
     assert_eq!(server.task(&queued).await["status"], "cancelled");
 }
+
+/// A normal stop (SIGTERM) hands unfinished async work back to the queue
+/// without spending an attempt, kills its container, and a restart runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_hands_running_tasks_back_without_spending_an_attempt() {
+    let mut server = Server::start_with(&["--shutdown-grace-secs", "1"]).await;
+    server
+        .deploy_sh("long", "sleep 4; echo finished", json!({}))
+        .await;
+    let id = server.submit("long", "").await;
+    server.wait_status(&id, "running").await;
+    let label = format!("dev.berth.task={id}");
+    let begun = Instant::now();
+    while containers(&label).is_empty() {
+        assert!(
+            begun.elapsed() < PATIENCE,
+            "no container for the running task"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let status = server.terminate().await;
+    assert!(
+        status.success(),
+        "clean exit on SIGTERM: {status}\n{}",
+        server.log()
+    );
+    crate::harness::assert_no_containers(&label).await;
+
+    server.restart().await;
+    let t = server.wait_task(&id).await;
+    assert_eq!(t["status"], "succeeded", "{t}");
+    assert_eq!(t["attempt"], 1, "the interrupted run was not counted: {t}");
+    assert_eq!(server.output(&id).await, b"finished\n");
+    server.assert_no_panic();
+}

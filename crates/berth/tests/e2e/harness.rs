@@ -111,6 +111,28 @@ impl Server {
         }
     }
 
+    /// SIGTERM, then waits for the process to exit on its own.
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let sent = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success());
+        let begun = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(
+                begun.elapsed() < PATIENCE,
+                "server ignored SIGTERM:\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
