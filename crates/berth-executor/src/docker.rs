@@ -446,16 +446,16 @@ async fn drive(
             () = spec.cancel.cancelled() => break Some(Interrupt::Cancel),
             () = out_tx.closed() => break Some(Interrupt::CallerGone),
         };
-        let (tx, message) = match frame {
+        let (is_stdout, message) = match frame {
             Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
-                (&out_tx, message)
+                (true, message)
             }
             Some(Ok(LogOutput::StdErr { message })) => {
                 tail.push(&message);
                 if !stderr_open {
                     continue;
                 }
-                (&err_tx, message)
+                (false, message)
             }
             Some(Ok(LogOutput::StdIn { .. })) => continue,
             Some(Err(e)) => {
@@ -464,9 +464,10 @@ async fn drive(
             }
             None => break None,
         };
-        let is_stdout = std::ptr::eq(tx, &out_tx);
+        let tx = if is_stdout { &out_tx } else { &err_tx };
         // A slow reader stalls the function (backpressure), but never past
-        // its deadline or a cancel.
+        // its deadline or a cancel. A stderr reader that went away only
+        // stops log forwarding; a stdout reader that went away ends the run.
         tokio::select! {
             sent = tx.send(message) => {
                 if sent.is_err() {
