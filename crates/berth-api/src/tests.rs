@@ -296,6 +296,7 @@ async fn harness(background: bool) -> Harness {
         vec![executor],
         Config {
             poll_interval: Duration::from_millis(50),
+            upload_idle_timeout: Duration::from_millis(200),
             ..Default::default()
         },
     );
@@ -1823,4 +1824,26 @@ async fn unknown_routes_and_methods_answer_json() {
         assert_eq!(r.status, status, "{method} {path}: {}", r.text());
         check(&r, status, code);
     }
+}
+
+#[tokio::test]
+async fn a_stalled_async_upload_is_refused_and_leaves_nothing() {
+    let h = harness(false).await;
+    h.deploy("upper", upper()).await;
+    let first = futures::stream::once(async { Ok::<_, std::io::Error>(Bytes::from("half of it")) });
+    let body = Body::from_stream(first.chain(futures::stream::pending()));
+    let req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/functions/upper/tasks")
+        .header("authorization", bearer(KEY))
+        .body(body)
+        .unwrap();
+    let r = collect(send(&h.app, req).await).await;
+    let v = check(&r, StatusCode::BAD_REQUEST, "bad_request");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("no data"),
+        "{v}"
+    );
+    let list = h.get("/v1/tasks").await;
+    assert_eq!(list.json()["tasks"], json!([]), "nothing was enqueued");
 }

@@ -58,6 +58,8 @@ pub struct Config {
     pub max_log_bytes: u64,
     pub max_output_bytes: u64,
     pub max_async_input_bytes: u64,
+    /// Longest pause allowed between two pieces of an async task's input.
+    pub upload_idle_timeout: Duration,
     /// How often the queue is checked without a wake-up (other replicas'
     /// submissions, expired leases).
     pub poll_interval: Duration,
@@ -76,6 +78,7 @@ impl Default for Config {
             max_log_bytes: 1024 * 1024,
             max_output_bytes: 1024 * 1024 * 1024,
             max_async_input_bytes: 256 * 1024 * 1024,
+            upload_idle_timeout: Duration::from_secs(60),
             poll_interval: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
@@ -346,8 +349,21 @@ impl TaskManager {
             .create(task.id, PayloadKind::Input)
             .await
             .map_err(StoreError::Io)?;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(SchedError::InputAborted)?;
+        // A client that stops sending mid-upload must not hold a file and a
+        // connection open forever.
+        loop {
+            let idle = self.cfg.upload_idle_timeout;
+            let next = tokio::time::timeout(idle, body.next()).await;
+            let chunk = match next {
+                Ok(Some(chunk)) => chunk.map_err(SchedError::InputAborted)?,
+                Ok(None) => break,
+                Err(_) => {
+                    return Err(SchedError::InputAborted(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("no data for {}s", idle.as_secs_f32()),
+                    )));
+                }
+            };
             if writer.written() + chunk.len() as u64 > limit {
                 return Err(SchedError::InputTooLarge(limit));
             }
