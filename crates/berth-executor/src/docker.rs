@@ -504,7 +504,10 @@ async fn drive(
                     container.kill().await;
                     Exit::TimedOut
                 }
-                Some(code) if container.oom_killed().await => {
+                // A zero exit is success even if some child hit the limit
+                // and the function coped; otherwise the OOM kill is the
+                // real cause, whatever code the shell made of it.
+                Some(code) if code != 0 && container.oom_killed().await => {
                     debug!(code, "function was OOM-killed");
                     Exit::OomKilled
                 }

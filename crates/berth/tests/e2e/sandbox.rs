@@ -97,3 +97,31 @@ async fn container_limits_match_the_function() {
     crate::harness::assert_no_containers(&label).await;
     assert_eq!(server.task(&id).await["status"], "cancelled");
 }
+
+/// A function that outgrows its memory limit is killed by the kernel and
+/// reported as `oom`, not as an ordinary failure.
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_hog_is_reported_as_oom() {
+    let server = Server::start().await;
+    // busybox sort holds a whole line in memory: 200 MB with no newline.
+    server
+        .deploy_sh(
+            "hog",
+            "head -c 200000000 /dev/zero | sort > /dev/null",
+            json!({"memory_mb": 16}),
+        )
+        .await;
+    let (status, headers, body) = server.invoke("hog", "", "").await;
+    assert_eq!(
+        status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    assert_eq!(crate::harness::error_code(&body), "oom");
+    let id = headers["x-berth-task-id"].to_str().unwrap();
+    let t = server.task(id).await;
+    assert_eq!(t["status"], "failed");
+    assert_eq!(t["error"]["code"], "oom");
+    server.assert_no_panic();
+}
