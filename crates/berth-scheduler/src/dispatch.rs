@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::{TaskError, TaskKind, TaskRecord, TaskStatus, Timing, Usage};
+use berth_core::{TaskError, TaskKind, TaskRecord, TaskStatus};
 use berth_executor::ExecError;
 use berth_store::{Finish, PayloadKind, StoreError};
 use bytes::Bytes;
@@ -121,6 +121,12 @@ impl TaskManager {
     }
 
     async fn run_async(self: Arc<Self>, task: TaskRecord, permit: OwnedSemaphorePermit) {
+        self.run_claimed(&task).await;
+        drop(permit);
+        self.wake.notify_one();
+    }
+
+    async fn run_claimed(&self, task: &TaskRecord) {
         let id = task.id;
         let attempt = task.attempt;
         // Registered before anything else so a cancel from here on reaches
@@ -132,13 +138,11 @@ impl TaskManager {
             Ok(_) => {
                 debug!(task = %id, "task changed hands before it started; skipping");
                 self.untrack(id);
-                drop(permit);
-                self.wake.notify_one();
                 return;
             }
             Err(e) => warn!(task = %id, error = %e, "could not re-read task; running it"),
         }
-        let result = self.attempt(&task, cancel).await;
+        let result = self.attempt(task, cancel).await;
         self.untrack(id);
         let finish = match result {
             Ok(finish) => finish,
@@ -147,9 +151,9 @@ impl TaskManager {
                 if let Err(se) = self.store.release_task(id, attempt).await {
                     warn!(task = %id, error = %se, "could not release task");
                 }
+                // The slot stays taken meanwhile, so the refusal is not
+                // retried at once.
                 tokio::time::sleep(REFUSAL_BACKOFF).await;
-                drop(permit);
-                self.wake.notify_one();
                 return;
             }
         };
@@ -159,8 +163,6 @@ impl TaskManager {
             Ok(false) => debug!(task = %id, "attempt result discarded"),
             Err(e) => warn!(task = %id, error = %e, "could not record result; lease will lapse"),
         }
-        drop(permit);
-        self.wake.notify_one();
     }
 
     /// One attempt of an async task. A refusal to start is returned apart,
@@ -170,14 +172,7 @@ impl TaskManager {
         task: &TaskRecord,
         cancel: CancellationToken,
     ) -> Result<Finish, Refused> {
-        let failed = |code: &str, message: String| Finish {
-            status: TaskStatus::Failed,
-            exit_code: None,
-            error: Some(TaskError::new(code, message)),
-            usage: Usage::default(),
-            timing: Timing::default(),
-            output_bytes: None,
-        };
+        let failed = |code: &str, message: &str| Finish::failed(TaskError::new(code, message));
         let version = match self
             .store
             .get_version(&task.tenant, &task.function, task.version)
@@ -187,14 +182,14 @@ impl TaskManager {
             Ok(None) => {
                 return Ok(failed(
                     "function_deleted",
-                    "the function was deleted before the task ran".into(),
+                    "the function was deleted before the task ran",
                 ));
             }
             Err(e) => return Err(Refused(e.into())),
         };
         let input = match self.payloads.open(task.id, PayloadKind::Input).await {
             Ok(Some(f)) => f,
-            Ok(None) => return Ok(failed("input_missing", "the task's input is gone".into())),
+            Ok(None) => return Ok(failed("input_missing", "the task's input is gone")),
             Err(e) => return Err(Refused(StoreError::Io(e).into())),
         };
         let stdin = Box::pin(ReaderStream::new(input));
@@ -206,15 +201,12 @@ impl TaskManager {
             ) => {
                 return Err(Refused(e));
             }
-            Err(e) => {
-                let TaskError { code, message } = start_error(&e);
-                return Ok(failed(&code, message));
-            }
+            Err(e) => return Ok(Finish::failed(start_error(&e))),
         };
         let output = self.collect_output(task.id, inv.stdout);
         let logs = self.collect_logs(task.id, inv.stderr);
         let (done, (output, too_large), logs) = tokio::join!(inv.done, output, logs);
-        let mut finish = finish_from(done, None);
+        let mut finish = finish_from(done);
         if too_large {
             finish.status = TaskStatus::Failed;
             finish.error = Some(TaskError::new(
@@ -225,7 +217,6 @@ impl TaskManager {
                 ),
             ));
         }
-        finish.timing.queued_ms = None;
         // Output and logs are durable before the status says the task ended.
         if let Some(w) = output {
             match w.commit().await {

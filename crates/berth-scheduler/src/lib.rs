@@ -144,10 +144,6 @@ impl TaskManager {
         })
     }
 
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
     pub fn payloads(&self) -> &Payloads {
         &self.payloads
     }
@@ -186,10 +182,6 @@ impl TaskManager {
             .await?
             .map(|f| f.latest)
             .ok_or_else(|| SchedError::FunctionNotFound(name.to_owned()))
-    }
-
-    fn new_task(v: &FunctionVersion, kind: TaskKind, request: RequestMeta) -> TaskRecord {
-        TaskRecord::new(&v.tenant, &v.function, v.version, kind, request)
     }
 
     fn spec(&self, v: &FunctionVersion, task: &TaskRecord, cancel: CancellationToken) -> RunSpec {
@@ -251,7 +243,7 @@ impl TaskManager {
         body: InputStream,
     ) -> Result<SyncCall, SchedError> {
         let v = self.latest(tenant, name).await?;
-        let mut task = Self::new_task(&v, TaskKind::Sync, request);
+        let mut task = TaskRecord::new(&v.tenant, &v.function, v.version, TaskKind::Sync, request);
         task.status = TaskStatus::Running;
         task.attempt = 1;
         task.started_at = Some(task.created_at);
@@ -275,14 +267,7 @@ impl TaskManager {
             Ok(inv) => inv,
             Err(e) => {
                 self.untrack(task.id);
-                let finish = Finish {
-                    status: TaskStatus::Failed,
-                    exit_code: None,
-                    error: Some(start_error(&e)),
-                    usage: Usage::default(),
-                    timing: Timing::default(),
-                    output_bytes: None,
-                };
+                let finish = Finish::failed(start_error(&e));
                 if let Err(se) = self.store.finish_task(task.id, 1, &finish).await {
                     warn!(task = %task.id, error = %se, "could not record failed start");
                 }
@@ -304,7 +289,7 @@ impl TaskManager {
                 Ok(Ok(o)) => o.stderr_tail.trim_end().to_owned(),
                 _ => String::new(),
             };
-            let finish = finish_from(outcome, None);
+            let finish = finish_from(outcome);
             this.commit_logs(id, logs).await;
             match this.store.finish_task(id, 1, &finish).await {
                 Ok(_) => {}
@@ -338,7 +323,7 @@ impl TaskManager {
         mut body: InputStream,
     ) -> Result<TaskRecord, SchedError> {
         let v = self.latest(tenant, name).await?;
-        let mut task = Self::new_task(&v, TaskKind::Async, request);
+        let mut task = TaskRecord::new(&v.tenant, &v.function, v.version, TaskKind::Async, request);
         task.max_attempts = self.cfg.max_attempts;
         let limit = self.cfg.max_async_input_bytes;
         if task.request.content_length.is_some_and(|n| n > limit) {
@@ -534,30 +519,13 @@ fn start_error(e: &SchedError) -> TaskError {
 /// Turns an executor's account of an attempt into the task's final state.
 fn finish_from(
     outcome: Result<Result<berth_executor::RunOutcome, ExecError>, oneshot::error::RecvError>,
-    output_bytes: Option<i64>,
 ) -> Finish {
     use berth_executor::Exit;
     let outcome = match outcome {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => {
-            return Finish {
-                status: TaskStatus::Failed,
-                exit_code: None,
-                error: Some(TaskError::new("engine_error", e.to_string())),
-                usage: Usage::default(),
-                timing: Timing::default(),
-                output_bytes,
-            };
-        }
+        Ok(Err(e)) => return Finish::failed(TaskError::new("engine_error", e.to_string())),
         Err(_) => {
-            return Finish {
-                status: TaskStatus::Failed,
-                exit_code: None,
-                error: Some(TaskError::new("lost", "the executor dropped the attempt")),
-                usage: Usage::default(),
-                timing: Timing::default(),
-                output_bytes,
-            };
+            return Finish::failed(TaskError::new("lost", "the executor dropped the attempt"));
         }
     };
     let tail = outcome.stderr_tail.trim_end();
@@ -620,6 +588,6 @@ fn finish_from(
             start_ms: Some(outcome.start_ms),
             run_ms: Some(outcome.run_ms),
         },
-        output_bytes,
+        output_bytes: None,
     }
 }

@@ -66,6 +66,20 @@ pub struct Finish {
     pub output_bytes: Option<i64>,
 }
 
+impl Finish {
+    /// An attempt that failed before the function produced an outcome.
+    pub fn failed(error: TaskError) -> Self {
+        Self {
+            status: TaskStatus::Failed,
+            exit_code: None,
+            error: Some(error),
+            usage: Usage::default(),
+            timing: Timing::default(),
+            output_bytes: None,
+        }
+    }
+}
+
 /// What a recovery pass changed.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Recovered {
