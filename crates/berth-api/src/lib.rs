@@ -74,11 +74,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// Ready when the store answers and at least one executor is healthy.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    let store_ok = state
-        .store
-        .count_tasks(berth_core::TaskStatus::Queued)
-        .await
-        .is_ok();
+    let store_ok = state.store.ping().await.is_ok();
     let executors = state.tasks.executor_status().await;
     let healthy = executors.iter().filter(|e| e.healthy).count();
     let body = serde_json::json!({

@@ -142,7 +142,8 @@ pub trait Store: Send + Sync + 'static {
     async fn insert_task(&self, task: &TaskRecord, lease: Option<&Lease>) -> Result<()>;
     async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>>;
     async fn list_tasks(&self, tenant: &str, filter: &TaskFilter) -> Result<TaskPage>;
-    async fn count_tasks(&self, status: TaskStatus) -> Result<i64>;
+    /// Cheapest round trip that proves the store answers (readiness).
+    async fn ping(&self) -> Result<()>;
 
     /// Moves up to `max` queued async tasks to running under a lease held by
     /// `owner`, oldest first, counting the attempt.

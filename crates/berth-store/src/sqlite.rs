@@ -403,12 +403,9 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn count_tasks(&self, status: TaskStatus) -> Result<i64> {
-        let n = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE status = ?")
-            .bind(status.as_str())
-            .fetch_one(&self.pool)
-            .await?;
-        Ok(n)
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
     }
 
     async fn claim_queued(&self, owner: &str, max: u32, lease_ms: i64) -> Result<Vec<TaskRecord>> {
