@@ -166,14 +166,17 @@ impl DockerExecutor {
     }
 }
 
+/// Errors of reaching the engine at all, as opposed to the engine
+/// answering with a failure.
 fn is_connect_error(e: &DockerError) -> bool {
     matches!(
         e,
         DockerError::IOError { .. }
             | DockerError::HyperResponseError { .. }
+            | DockerError::HyperLegacyError { .. }
             | DockerError::SocketNotFoundError(_)
             | DockerError::RequestTimeoutError
-    ) || e.to_string().contains("connect")
+    )
 }
 
 fn engine_error(e: DockerError) -> ExecError {
