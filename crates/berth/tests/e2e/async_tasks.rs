@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{PATIENCE, Server, containers};
+use crate::harness::{PATIENCE, Server, containers, wait_for_containers};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn fifty_async_tasks_all_succeed_with_their_own_output() {
@@ -77,19 +77,8 @@ async fn accepted_tasks_survive_a_sigkill() {
         assert!(begun.elapsed() < PATIENCE, "tasks never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // A task is `running` from its claim; its container follows shortly.
     let label = format!("dev.berth.node={}", server.node_id());
-    let before_kill = loop {
-        let found = containers(&label);
-        if !found.is_empty() {
-            break found;
-        }
-        assert!(
-            begun.elapsed() < PATIENCE,
-            "running tasks never got containers"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let before_kill = wait_for_containers(&label).await;
 
     server.kill();
     server.restart().await;
@@ -166,14 +155,7 @@ async fn sigterm_hands_running_tasks_back_without_spending_an_attempt() {
     let id = server.submit("long", "").await;
     server.wait_status(&id, "running").await;
     let label = format!("dev.berth.task={id}");
-    let begun = Instant::now();
-    while containers(&label).is_empty() {
-        assert!(
-            begun.elapsed() < PATIENCE,
-            "no container for the running task"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for_containers(&label).await;
 
     let status = server.terminate().await;
     assert!(

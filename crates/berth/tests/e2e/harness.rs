@@ -339,6 +339,23 @@ pub fn docker_inspect(id: &str) -> Option<Value> {
     v.get(0).cloned()
 }
 
+/// Waits until some container carries the label and returns them all. A
+/// task is `running` from its claim; its container follows shortly.
+pub async fn wait_for_containers(label: &str) -> Vec<String> {
+    let begun = Instant::now();
+    loop {
+        let found = containers(label);
+        if !found.is_empty() {
+            return found;
+        }
+        assert!(
+            begun.elapsed() < PATIENCE,
+            "no container ever carried {label}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until no container carries the label; containers are removed
 /// before a task's result is recorded, so this normally returns at once.
 pub async fn assert_no_containers(label: &str) {

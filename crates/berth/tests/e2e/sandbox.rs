@@ -1,9 +1,7 @@
-use std::time::{Duration, Instant};
-
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{PATIENCE, Server, containers, docker_inspect};
+use crate::harness::{Server, docker_inspect, wait_for_containers};
 
 /// What a function can see of its own sandbox, from the inside.
 #[tokio::test(flavor = "multi_thread")]
@@ -49,17 +47,7 @@ async fn container_limits_match_the_function() {
     let id = server.submit("limited", "").await;
     server.wait_status(&id, "running").await;
     let label = format!("dev.berth.task={id}");
-    let begun = Instant::now();
-    let container = loop {
-        if let Some(c) = containers(&label).first() {
-            break c.clone();
-        }
-        assert!(
-            begun.elapsed() < PATIENCE,
-            "no container for the running task"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let container = wait_for_containers(&label).await.remove(0);
     let info = docker_inspect(&container).expect("inspect");
     let hc = &info["HostConfig"];
     let mib64 = 64 * 1024 * 1024;
