@@ -149,30 +149,30 @@ async fn ensure_admin_key(store: &dyn Store, data_dir: &Path) -> Result<()> {
         .ok()
         .filter(|k| !k.is_empty())
     {
-        store
-            .delete_api_keys_labelled(ADMIN_TENANT, "admin")
-            .await?;
-        store
-            .put_api_key(ADMIN_TENANT, &hash_key(key.trim()), "admin")
-            .await?;
-        return Ok(());
+        return replace_admin_key(store, key.trim()).await;
     }
     let path = data_dir.join(ADMIN_KEY_FILE);
     if path.exists() {
         return Ok(());
     }
     let key = generate_key();
-    store
-        .delete_api_keys_labelled(ADMIN_TENANT, "admin")
-        .await?;
-    store
-        .put_api_key(ADMIN_TENANT, &hash_key(&key), "admin")
-        .await?;
+    replace_admin_key(store, &key).await?;
     write_private(&path, &format!("{key}\n"))?;
     eprintln!(
         "berth: created the admin API key (shown once; also saved to {}):\n{key}",
         path.display()
     );
+    Ok(())
+}
+
+/// There is one admin key at a time: setting it revokes the previous one.
+async fn replace_admin_key(store: &dyn Store, key: &str) -> Result<()> {
+    store
+        .delete_api_keys_labelled(ADMIN_TENANT, "admin")
+        .await?;
+    store
+        .put_api_key(ADMIN_TENANT, &hash_key(key), "admin")
+        .await?;
     Ok(())
 }
 
