@@ -14,6 +14,7 @@ pub struct Limits {
     pub max_cpu_millis: u32,
     pub max_memory_mb: u32,
     pub max_timeout_secs: u32,
+    pub max_instances: u32,
 }
 
 impl Default for Limits {
@@ -22,6 +23,7 @@ impl Default for Limits {
             max_cpu_millis: 8_000,
             max_memory_mb: 16_384,
             max_timeout_secs: 3_600,
+            max_instances: 100,
         }
     }
 }
@@ -42,6 +44,49 @@ pub struct FunctionConfig {
     pub memory_mb: u32,
     #[serde(default = "default_timeout")]
     pub timeout_secs: u32,
+    #[serde(default)]
+    pub mode: Mode,
+    /// Requests one instance serves at once (exec and http modes).
+    #[serde(default = "default_concurrency")]
+    pub concurrency: u32,
+    /// Instances kept warm even when idle.
+    #[serde(default)]
+    pub min_instances: u32,
+    #[serde(default = "default_max_instances")]
+    pub max_instances: u32,
+    /// Seconds an idle instance above `min_instances` is kept.
+    #[serde(default = "default_idle_timeout")]
+    pub idle_timeout_secs: u32,
+    /// Requests that may wait for a busy function; more get 429.
+    #[serde(default = "default_max_queue")]
+    pub max_queue: u32,
+    /// Longest a request waits in that queue before it gets 429.
+    #[serde(default = "default_queue_timeout")]
+    pub queue_timeout_secs: u32,
+}
+
+/// How the function's program is run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A warm container runs the program once per request (fork/exec).
+    #[default]
+    Exec,
+    /// A warm container runs the program once, as an HTTP server on
+    /// `127.0.0.1:$PORT`; requests are proxied to it.
+    Http,
+    /// A new container per request, removed afterwards.
+    Fresh,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exec => "exec",
+            Mode::Http => "http",
+            Mode::Fresh => "fresh",
+        }
+    }
 }
 
 fn default_cpu() -> u32 {
@@ -52,6 +97,21 @@ fn default_memory() -> u32 {
 }
 fn default_timeout() -> u32 {
     60
+}
+fn default_concurrency() -> u32 {
+    4
+}
+fn default_max_instances() -> u32 {
+    10
+}
+fn default_idle_timeout() -> u32 {
+    300
+}
+fn default_max_queue() -> u32 {
+    64
+}
+fn default_queue_timeout() -> u32 {
+    10
 }
 
 /// Environment names the platform sets itself; letting a function override
@@ -122,6 +182,27 @@ impl FunctionConfig {
                 "timeout_secs must be between 1 and {}",
                 limits.max_timeout_secs
             ));
+        }
+        if !(1..=1_000).contains(&self.concurrency) {
+            return bad("concurrency must be between 1 and 1000".into());
+        }
+        if !(1..=limits.max_instances).contains(&self.max_instances) {
+            return bad(format!(
+                "max_instances must be between 1 and {}",
+                limits.max_instances
+            ));
+        }
+        if self.min_instances > self.max_instances {
+            return bad("min_instances must not exceed max_instances".into());
+        }
+        if !(1..=86_400).contains(&self.idle_timeout_secs) {
+            return bad("idle_timeout_secs must be between 1 and 86400".into());
+        }
+        if self.max_queue > 10_000 {
+            return bad("max_queue must be at most 10000".into());
+        }
+        if !(1..=600).contains(&self.queue_timeout_secs) {
+            return bad("queue_timeout_secs must be between 1 and 600".into());
         }
         Ok(())
     }

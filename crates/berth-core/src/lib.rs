@@ -6,7 +6,7 @@
 mod function;
 mod task;
 
-pub use function::{FunctionConfig, FunctionVersion, InvalidConfig, Limits, validate_name};
+pub use function::{FunctionConfig, FunctionVersion, InvalidConfig, Limits, Mode, validate_name};
 pub use task::{RequestMeta, TaskError, TaskId, TaskKind, TaskRecord, TaskStatus, Timing, Usage};
 
 /// Tenant every resource belongs to until tenants are managed; the admin key

@@ -211,6 +211,10 @@ impl TaskRecord {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RequestMeta {
     pub method: String,
+    /// The path below the function's invoke URL (`/` when none), which an
+    /// http-mode function routes on; CGI's `PATH_INFO`.
+    #[serde(default)]
+    pub path: String,
     pub query: String,
     pub content_type: Option<String>,
     pub content_length: Option<u64>,

@@ -1,28 +1,39 @@
 //! The Docker Engine implementation of [`Executor`](crate::Executor).
 //!
-//! One container per attempt for now: created with the hardened baseline,
-//! attached before start so no output is missed, and removed on every path
-//! out. Warm reuse comes with the in-container agent.
+//! Two ways to run: `fresh` creates one container per attempt, attached
+//! before start so no output is missed and removed on every path out; the
+//! warm modes (`exec`, `http`) keep instances in per-version pools
+//! ([`crate::pool`]) and send each request to the agent inside one over a
+//! unix socket (see [`crate::warm`]). Both share the hardened baseline and
+//! the node's container slots.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bollard::Docker;
+use bollard::auth::DockerCredentials;
 use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
 use bollard::models::{ContainerCreateBody, HostConfig, HostConfigLogConfig, ResourcesUlimits};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, CreateContainerOptions, KillContainerOptionsBuilder,
-    ListContainersOptionsBuilder, RemoveContainerOptionsBuilder, WaitContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptions, CreateImageOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
 };
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
-use tokio::sync::{OnceCell, Semaphore, mpsc, oneshot};
+use tokio::sync::{OnceCell, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tracing::{debug, warn};
 
+use berth_core::Mode;
+
+use crate::pool::{self, Pools};
+use crate::warm::WarmLauncher;
 use crate::{
     ExecError, Executor, ExecutorStatus, Exit, ImageInfo, InputStream, Invocation, RunOutcome,
     RunSpec,
@@ -35,6 +46,7 @@ const LABEL_TASK: &str = "dev.berth.task";
 const LABEL_TENANT: &str = "dev.berth.tenant";
 const LABEL_FUNCTION: &str = "dev.berth.function";
 const LABEL_VERSION: &str = "dev.berth.version";
+pub(crate) const LABEL_INSTANCE: &str = "dev.berth.instance";
 
 /// How much stderr is kept in memory for error messages.
 const STDERR_TAIL: usize = 2048;
@@ -54,6 +66,15 @@ pub struct DockerConfig {
     pub pids_limit: i64,
     pub tmp_size_mb: u32,
     pub nofile: i64,
+    /// The statically linked agent on this host; warm modes need it.
+    pub agent: Option<PathBuf>,
+    /// Where instances' socket directories are made (short: a unix socket
+    /// path is limited to 108 bytes).
+    pub run_dir: PathBuf,
+    /// Between SIGTERM and SIGKILL when a request times out or is cancelled.
+    pub kill_grace: Duration,
+    /// How long a new instance may take to accept requests.
+    pub ready_timeout: Duration,
 }
 
 impl Default for DockerConfig {
@@ -65,170 +86,136 @@ impl Default for DockerConfig {
             pids_limit: 256,
             tmp_size_mb: 64,
             nofile: 1024,
+            agent: None,
+            run_dir: std::env::temp_dir().join("berth-run"),
+            kill_grace: Duration::from_secs(2),
+            ready_timeout: Duration::from_secs(30),
         }
     }
 }
 
+/// How the engine logs in to Berth's own registry to pull function images.
+/// Images are pulled from that registry only: a user-supplied reference
+/// must never make the engine fetch from an arbitrary host.
+#[derive(Clone)]
+pub struct PullCredentials {
+    /// `host:port` as it appears in image references.
+    pub server: String,
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for PullCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PullCredentials")
+            .field("server", &self.server)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
 pub struct DockerExecutor {
+    engine: Arc<Engine>,
+    pools: Arc<Pools<WarmLauncher>>,
+    background: AtomicBool,
+    exited: std::sync::Mutex<Option<mpsc::Receiver<String>>>,
+}
+
+/// What fresh runs and warm instances share: the engine connection, the
+/// node's settings and its container slots.
+pub(crate) struct Engine {
     /// Connected and negotiated lazily, so the server starts (and answers
     /// 503) while the engine is down or its socket is missing, and speaks
     /// the engine's API version (1.41 on Debian's engine) rather than the
     /// client's newest.
     negotiated: OnceCell<Docker>,
-    cfg: DockerConfig,
+    pub cfg: DockerConfig,
     slots: Arc<Semaphore>,
+    pull: std::sync::RwLock<Option<PullCredentials>>,
 }
 
 impl DockerExecutor {
     /// Uses the usual `DOCKER_HOST` / local socket defaults; nothing is
     /// contacted until the first call.
     pub fn new(cfg: DockerConfig) -> Self {
-        Self {
+        let engine = Arc::new(Engine {
             negotiated: OnceCell::new(),
             slots: Arc::new(Semaphore::new(cfg.max_containers)),
             cfg,
+            pull: std::sync::RwLock::new(None),
+        });
+        let (exited_tx, exited_rx) = mpsc::channel(64);
+        Self {
+            pools: Pools::new(WarmLauncher::new(Arc::clone(&engine), exited_tx)),
+            engine,
+            background: AtomicBool::new(false),
+            exited: std::sync::Mutex::new(Some(exited_rx)),
         }
     }
 
-    async fn client(&self) -> Result<&Docker, ExecError> {
-        self.negotiated
-            .get_or_try_init(|| async {
-                let unavailable = |e: DockerError| ExecError::EngineUnavailable(e.to_string());
-                Docker::connect_with_local_defaults()
-                    .map_err(unavailable)?
-                    .negotiate_version()
-                    .await
-                    .map_err(unavailable)
-            })
-            .await
+    /// Known once the server has bound its address, after `new`.
+    pub fn set_pull_credentials(&self, creds: PullCredentials) {
+        *self.engine.pull.write().unwrap_or_else(|p| p.into_inner()) = Some(creds);
     }
 
-    fn container_body(&self, spec: &RunSpec) -> ContainerCreateBody {
-        let labels = HashMap::from([
-            (LABEL_MANAGED.to_owned(), "true".to_owned()),
-            (LABEL_NODE.to_owned(), self.cfg.node_id.clone()),
-            (LABEL_BOOT.to_owned(), self.cfg.boot_id.clone()),
-            (LABEL_TASK.to_owned(), spec.task_id.to_string()),
-            (LABEL_TENANT.to_owned(), spec.tenant.clone()),
-            (LABEL_FUNCTION.to_owned(), spec.function.clone()),
-            (LABEL_VERSION.to_owned(), spec.version.to_string()),
-        ]);
-        let memory = i64::from(spec.memory_mb) * 1024 * 1024;
-        let host_config = HostConfig {
-            network_mode: Some("none".into()),
-            readonly_rootfs: Some(true),
-            tmpfs: Some(HashMap::from([(
-                "/tmp".to_owned(),
-                format!("rw,nosuid,nodev,size={}m", self.cfg.tmp_size_mb),
-            )])),
-            cap_drop: Some(vec!["ALL".into()]),
-            security_opt: Some(vec!["no-new-privileges".into()]),
-            memory: Some(memory),
-            // Swap equal to memory means no swap: the limit is real.
-            memory_swap: Some(memory),
-            nano_cpus: Some(i64::from(spec.cpu_millis) * 1_000_000),
-            pids_limit: Some(self.cfg.pids_limit),
-            ulimits: Some(vec![
-                ResourcesUlimits {
-                    name: Some("nofile".into()),
-                    soft: Some(self.cfg.nofile),
-                    hard: Some(self.cfg.nofile),
-                },
-                ResourcesUlimits {
-                    name: Some("core".into()),
-                    soft: Some(0),
-                    hard: Some(0),
-                },
-            ]),
-            // stdout is the response and stderr goes to the task's logs; a
-            // log driver would keep a second, unbounded copy on disk.
-            log_config: Some(HostConfigLogConfig {
-                typ: Some("none".into()),
-                config: None,
-            }),
-            ..Default::default()
-        };
-        ContainerCreateBody {
-            image: Some(spec.image.clone()),
-            entrypoint: spec.command.clone(),
-            env: Some(spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
-            labels: Some(labels),
-            attach_stdin: Some(true),
-            attach_stdout: Some(true),
-            attach_stderr: Some(true),
-            open_stdin: Some(true),
-            stdin_once: Some(true),
-            tty: Some(false),
-            network_disabled: Some(true),
-            host_config: Some(host_config),
-            ..Default::default()
+    /// Background work needs a runtime, which `new` may not have.
+    fn start_background(&self) {
+        if self.background.swap(true, Ordering::SeqCst) {
+            return;
         }
-    }
-}
-
-/// Errors of reaching the engine at all, as opposed to the engine
-/// answering with a failure.
-fn is_connect_error(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::IOError { .. }
-            | DockerError::HyperResponseError { .. }
-            | DockerError::HyperLegacyError { .. }
-            | DockerError::SocketNotFoundError(_)
-            | DockerError::RequestTimeoutError
-    )
-}
-
-fn engine_error(e: DockerError) -> ExecError {
-    if is_connect_error(&e) {
-        ExecError::EngineUnavailable(e.to_string())
-    } else {
-        ExecError::Engine(e.to_string())
-    }
-}
-
-fn is_not_found(e: &DockerError) -> bool {
-    matches!(
-        e,
-        DockerError::DockerResponseServerError {
-            status_code: 404,
-            ..
-        }
-    )
-}
-
-#[async_trait]
-impl Executor for DockerExecutor {
-    async fn resolve_image(&self, reference: &str) -> Result<ImageInfo, ExecError> {
-        let docker = self.client().await?;
-        match docker.inspect_image(reference).await {
-            Ok(img) => img
-                .id
-                .map(|id| ImageInfo { id })
-                .ok_or_else(|| ExecError::Engine("image inspect returned no id".into())),
-            Err(e) if is_not_found(&e) => Err(ExecError::ImageNotFound(reference.to_owned())),
-            Err(e) => Err(engine_error(e)),
-        }
-    }
-
-    async fn run(&self, spec: RunSpec, stdin: InputStream) -> Result<Invocation, ExecError> {
-        let permit = self
-            .slots
-            .clone()
-            .try_acquire_owned()
-            .map_err(|_| ExecError::NoCapacity(self.cfg.max_containers))?;
-        let docker = self.client().await?.clone();
-        let began = Instant::now();
-        let created = docker
-            .create_container(None::<CreateContainerOptions>, self.container_body(&spec))
-            .await
-            .map_err(|e| {
-                if is_not_found(&e) {
-                    ExecError::ImageNotFound(spec.image.clone())
-                } else {
-                    engine_error(e)
+        pool::spawn_maintenance(&self.pools, Duration::from_secs(1));
+        let rx = self.exited.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut rx) = rx {
+            let pools = Arc::downgrade(&self.pools);
+            tokio::spawn(async move {
+                while let Some(id) = rx.recv().await {
+                    match pools.upgrade() {
+                        Some(p) => p.instance_exited(&id),
+                        None => return,
+                    }
                 }
-            })?;
+            });
+        }
+    }
+
+    async fn run_fresh(&self, spec: RunSpec, stdin: InputStream) -> Result<Invocation, ExecError> {
+        let permit = self
+            .engine
+            .slot(
+                &|| self.pools.take_idle_elsewhere(None),
+                self.pools.launcher(),
+            )
+            .await?;
+        let docker = self.engine.client().await?.clone();
+        let mut began = Instant::now();
+        let mut pull_ms = None;
+        let mut created = docker
+            .create_container(
+                None::<CreateContainerOptions>,
+                self.engine.fresh_body(&spec),
+            )
+            .await;
+        if let Err(e) = &created
+            && is_not_found(e)
+        {
+            // Removed from the engine behind our back, or never pulled to
+            // this node: fetch it again if it is ours to fetch.
+            pull_ms = self.engine.ensure_image(&spec.image).await?.1;
+            began = Instant::now();
+            created = docker
+                .create_container(
+                    None::<CreateContainerOptions>,
+                    self.engine.fresh_body(&spec),
+                )
+                .await;
+        }
+        let created = created.map_err(|e| {
+            if is_not_found(&e) {
+                ExecError::ImageNotFound(spec.image.clone())
+            } else {
+                engine_error(e)
+            }
+        })?;
         let container = Container {
             docker: docker.clone(),
             id: created.id,
@@ -266,22 +253,270 @@ impl Executor for DockerExecutor {
         let (done_tx, done_rx) = oneshot::channel();
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = drive(&container, spec, attach, stdin, out_tx, err_tx, start_ms).await;
+            let outcome = drive(&container, spec, attach, stdin, out_tx, err_tx, start_ms)
+                .await
+                .map(|mut o| {
+                    o.pull_ms = pull_ms;
+                    o
+                });
             container.remove().await;
             let _ = done_tx.send(outcome);
         });
         Ok(Invocation {
+            head: None,
             stdout: out_rx,
             stderr: err_rx,
             done: done_rx,
         })
     }
+}
+
+impl Engine {
+    pub async fn client(&self) -> Result<&Docker, ExecError> {
+        self.negotiated
+            .get_or_try_init(|| async {
+                let unavailable = |e: DockerError| ExecError::EngineUnavailable(e.to_string());
+                Docker::connect_with_local_defaults()
+                    .map_err(unavailable)?
+                    .negotiate_version()
+                    .await
+                    .map_err(unavailable)
+            })
+            .await
+    }
+
+    /// The image's id, pulling it first when it is missing and comes from
+    /// Berth's own registry. Returns how long a pull took.
+    pub async fn ensure_image(
+        &self,
+        reference: &str,
+    ) -> Result<(ImageInfo, Option<i64>), ExecError> {
+        let docker = self.client().await?;
+        match inspect_id(docker, reference).await {
+            Err(ExecError::ImageNotFound(_)) => {}
+            other => return other.map(|i| (i, None)),
+        }
+        let creds = self
+            .pull
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .filter(|c| registry_host(reference) == Some(c.server.as_str()));
+        let Some(creds) = creds else {
+            return Err(ExecError::ImageNotFound(reference.to_owned()));
+        };
+        let began = Instant::now();
+        let failed = |message: String| ExecError::PullFailed {
+            image: reference.to_owned(),
+            message,
+        };
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(reference)
+            .build();
+        let auth = DockerCredentials {
+            username: Some(creds.username),
+            password: Some(creds.password),
+            serveraddress: Some(creds.server),
+            ..Default::default()
+        };
+        let mut progress = docker.create_image(Some(opts), None, Some(auth));
+        while let Some(step) = progress.next().await {
+            match step {
+                Ok(info) => {
+                    if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                        return Err(failed(err));
+                    }
+                }
+                Err(e) if is_connect_error(&e) => return Err(engine_error(e)),
+                Err(e) => return Err(failed(e.to_string())),
+            }
+        }
+        let info = inspect_id(docker, reference).await?;
+        Ok((info, Some(elapsed_ms(began))))
+    }
+
+    /// One of the node's container slots. When the node is full, idle warm
+    /// instances of other functions are removed to make room: a request
+    /// that can run now beats an instance that might be used later.
+    pub async fn slot(
+        &self,
+        evict: &(dyn Fn() -> Option<Arc<crate::warm::WarmInstance>> + Send + Sync),
+        launcher: &WarmLauncher,
+    ) -> Result<OwnedSemaphorePermit, ExecError> {
+        loop {
+            if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
+                return Ok(permit);
+            }
+            match evict() {
+                Some(victim) => launcher.remove(victim).await,
+                None => return Err(ExecError::NoCapacity(self.cfg.max_containers)),
+            }
+        }
+    }
+
+    pub fn in_use(&self) -> usize {
+        self.cfg.max_containers - self.slots.available_permits()
+    }
+
+    pub fn labels(&self, spec: &RunSpec) -> HashMap<String, String> {
+        HashMap::from([
+            (LABEL_MANAGED.to_owned(), "true".to_owned()),
+            (LABEL_NODE.to_owned(), self.cfg.node_id.clone()),
+            (LABEL_BOOT.to_owned(), self.cfg.boot_id.clone()),
+            (LABEL_TENANT.to_owned(), spec.tenant.clone()),
+            (LABEL_FUNCTION.to_owned(), spec.function.clone()),
+            (LABEL_VERSION.to_owned(), spec.version.to_string()),
+        ])
+    }
+
+    /// The hardened baseline every function container gets.
+    pub fn host_config(&self, spec: &RunSpec) -> HostConfig {
+        let memory = i64::from(spec.memory_mb) * 1024 * 1024;
+        HostConfig {
+            network_mode: Some("none".into()),
+            readonly_rootfs: Some(true),
+            tmpfs: Some(HashMap::from([(
+                "/tmp".to_owned(),
+                format!("rw,nosuid,nodev,size={}m", self.cfg.tmp_size_mb),
+            )])),
+            cap_drop: Some(vec!["ALL".into()]),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            memory: Some(memory),
+            // Swap equal to memory means no swap: the limit is real.
+            memory_swap: Some(memory),
+            nano_cpus: Some(i64::from(spec.cpu_millis) * 1_000_000),
+            pids_limit: Some(self.cfg.pids_limit),
+            ulimits: Some(vec![
+                ResourcesUlimits {
+                    name: Some("nofile".into()),
+                    soft: Some(self.cfg.nofile),
+                    hard: Some(self.cfg.nofile),
+                },
+                ResourcesUlimits {
+                    name: Some("core".into()),
+                    soft: Some(0),
+                    hard: Some(0),
+                },
+            ]),
+            // stdout is the response and stderr goes to the task's logs; a
+            // log driver would keep a second, unbounded copy on disk.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("none".into()),
+                config: None,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn fresh_body(&self, spec: &RunSpec) -> ContainerCreateBody {
+        let mut labels = self.labels(spec);
+        labels.insert(LABEL_TASK.to_owned(), spec.task_id.to_string());
+        let env = spec.env.iter().chain(&spec.request_env);
+        ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            entrypoint: spec.command.clone(),
+            env: Some(env.map(|(k, v)| format!("{k}={v}")).collect()),
+            labels: Some(labels),
+            attach_stdin: Some(true),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(true),
+            stdin_once: Some(true),
+            tty: Some(false),
+            network_disabled: Some(true),
+            host_config: Some(self.host_config(spec)),
+            ..Default::default()
+        }
+    }
+}
+
+async fn inspect_id(docker: &Docker, reference: &str) -> Result<ImageInfo, ExecError> {
+    match docker.inspect_image(reference).await {
+        Ok(img) => img
+            .id
+            .map(|id| ImageInfo { id })
+            .ok_or_else(|| ExecError::Engine("image inspect returned no id".into())),
+        Err(e) if is_not_found(&e) => Err(ExecError::ImageNotFound(reference.to_owned())),
+        Err(e) => Err(engine_error(e)),
+    }
+}
+
+/// The registry part of an image reference, if it names one: the first
+/// path component when it looks like a host (has a dot or a port, or is
+/// `localhost`), as Docker decides it.
+pub(crate) fn registry_host(reference: &str) -> Option<&str> {
+    let (first, _) = reference.split_once('/')?;
+    (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
+}
+
+/// Errors of reaching the engine at all, as opposed to the engine
+/// answering with a failure.
+fn is_connect_error(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::IOError { .. }
+            | DockerError::HyperResponseError { .. }
+            | DockerError::HyperLegacyError { .. }
+            | DockerError::SocketNotFoundError(_)
+            | DockerError::RequestTimeoutError
+    )
+}
+
+pub(crate) fn engine_error(e: DockerError) -> ExecError {
+    if is_connect_error(&e) {
+        ExecError::EngineUnavailable(e.to_string())
+    } else {
+        ExecError::Engine(e.to_string())
+    }
+}
+
+pub(crate) fn is_not_found(e: &DockerError) -> bool {
+    matches!(
+        e,
+        DockerError::DockerResponseServerError {
+            status_code: 404,
+            ..
+        }
+    )
+}
+
+#[async_trait]
+impl Executor for DockerExecutor {
+    async fn resolve_image(&self, reference: &str) -> Result<ImageInfo, ExecError> {
+        Ok(self.engine.ensure_image(reference).await?.0)
+    }
+
+    async fn run(&self, spec: RunSpec, stdin: InputStream) -> Result<Invocation, ExecError> {
+        self.start_background();
+        match spec.mode {
+            Mode::Fresh => self.run_fresh(spec, stdin).await,
+            Mode::Exec | Mode::Http => crate::warm::run(&self.pools, spec, stdin).await,
+        }
+    }
+
+    async fn prepare(&self, spec: &RunSpec) -> Result<(), ExecError> {
+        self.start_background();
+        self.resolve_image(&spec.image).await?;
+        if spec.mode != Mode::Fresh {
+            self.pools.prepare(spec);
+        }
+        Ok(())
+    }
+
+    fn retire(&self, tenant: &str, function: &str, keep: Option<i64>) {
+        self.pools.retire(tenant, function, keep);
+    }
+
+    async fn shutdown(&self) {
+        self.pools.clear().await;
+    }
 
     async fn reap_orphans(&self) -> Result<usize, ExecError> {
-        let docker = self.client().await?;
+        self.pools.launcher().clear_stale_dirs().await;
+        let docker = self.engine.client().await?;
         let filters = HashMap::from([(
             "label".to_owned(),
-            vec![format!("{LABEL_NODE}={}", self.cfg.node_id)],
+            vec![format!("{LABEL_NODE}={}", self.engine.cfg.node_id)],
         )]);
         let found = docker
             .list_containers(Some(
@@ -298,7 +533,7 @@ impl Executor for DockerExecutor {
                 .labels
                 .as_ref()
                 .and_then(|l| l.get(LABEL_BOOT))
-                .is_some_and(|b| *b == self.cfg.boot_id);
+                .is_some_and(|b| *b == self.engine.cfg.boot_id);
             if this_boot {
                 continue;
             }
@@ -316,26 +551,28 @@ impl Executor for DockerExecutor {
     }
 
     async fn status(&self) -> ExecutorStatus {
-        let healthy = match self.client().await {
+        let healthy = match self.engine.client().await {
             Ok(d) => d.ping().await.is_ok(),
             Err(_) => false,
         };
         ExecutorStatus {
-            id: self.cfg.node_id.clone(),
-            capacity: self.cfg.max_containers,
-            running: self.cfg.max_containers - self.slots.available_permits(),
+            id: self.engine.cfg.node_id.clone(),
+            capacity: self.engine.cfg.max_containers,
+            running: self.engine.in_use(),
+            instances: self.pools.counts(),
             healthy,
         }
     }
 
-    fn has_room(&self) -> bool {
-        self.slots.available_permits() > 0
+    fn has_room(&self, spec: &RunSpec) -> bool {
+        self.engine.slots.available_permits() > 0
+            || (spec.mode != Mode::Fresh && self.pools.has_free_slot(spec))
     }
 }
 
-struct Container {
-    docker: Docker,
-    id: String,
+pub(crate) struct Container {
+    pub docker: Docker,
+    pub id: String,
 }
 
 impl Container {
@@ -348,7 +585,7 @@ impl Container {
         }
     }
 
-    async fn remove(&self) {
+    pub async fn remove(&self) {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(&self.id, Some(opts)).await {
             Ok(()) => {}
@@ -386,14 +623,14 @@ impl Container {
     }
 }
 
-fn elapsed_ms(since: Instant) -> i64 {
+pub(crate) fn elapsed_ms(since: Instant) -> i64 {
     i64::try_from(since.elapsed().as_millis()).unwrap_or(i64::MAX)
 }
 
-struct Tail(Vec<u8>);
+pub(crate) struct Tail(pub Vec<u8>);
 
 impl Tail {
-    fn push(&mut self, data: &[u8]) {
+    pub fn push(&mut self, data: &[u8]) {
         self.0.extend_from_slice(data);
         if self.0.len() > 2 * STDERR_TAIL {
             let cut = self.0.len() - STDERR_TAIL;
@@ -401,7 +638,7 @@ impl Tail {
         }
     }
 
-    fn into_string(self) -> String {
+    pub fn into_string(self) -> String {
         let start = self.0.len().saturating_sub(STDERR_TAIL);
         String::from_utf8_lossy(&self.0[start..]).into_owned()
     }
@@ -522,6 +759,8 @@ async fn drive(
     Ok(RunOutcome {
         exit,
         stderr_tail: tail.into_string(),
+        queued_ms: 0,
+        pull_ms: None,
         start_ms,
         run_ms,
         cpu_ms: None,
@@ -532,6 +771,17 @@ async fn drive(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn registry_hosts_are_told_from_repository_names() {
+        assert_eq!(
+            registry_host("127.0.0.1:8080/admin/x@sha256:ab"),
+            Some("127.0.0.1:8080")
+        );
+        assert_eq!(registry_host("localhost/x:1"), Some("localhost"));
+        assert_eq!(registry_host("berth-test/busybox:latest"), None);
+        assert_eq!(registry_host("busybox"), None);
+    }
 
     #[test]
     fn tail_keeps_the_end() {

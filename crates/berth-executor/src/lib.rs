@@ -6,28 +6,39 @@
 //! the container runs on another machine.
 
 mod docker;
+mod pool;
+mod warm;
 
 use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_core::TaskId;
+use berth_core::{Mode, RequestMeta, TaskId};
 use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-pub use docker::{DockerConfig, DockerExecutor};
+pub use docker::{DockerConfig, DockerExecutor, PullCredentials};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum ExecError {
     #[error("image {0} is not present on the container engine")]
     ImageNotFound(String),
+    #[error("pulling image {image} failed: {message}")]
+    PullFailed { image: String, message: String },
     #[error("the container engine is unavailable: {0}")]
     EngineUnavailable(String),
     #[error("no capacity: {0} containers already running on this executor")]
     NoCapacity(usize),
+    /// The function's own instances and queue are full: the caller should
+    /// back off (429), the executor itself may have room for others.
+    #[error("function is busy: {0}")]
+    Busy(String),
+    /// A warm instance failed before the request reached the program.
+    #[error("function instance failed: {0}")]
+    Instance(String),
     #[error("container engine error: {0}")]
     Engine(String),
 }
@@ -45,15 +56,46 @@ pub struct RunSpec {
     /// Content-addressed image id; never a mutable tag.
     pub image: String,
     pub command: Option<Vec<String>>,
+    /// The function's own environment, the same for every request.
     pub env: Vec<(String, String)>,
+    /// This request's CGI meta-variables; they win over `env`.
+    pub request_env: Vec<(String, String)>,
+    /// The request as received, for http mode's proxying.
+    pub request: RequestMeta,
     pub cpu_millis: u32,
     pub memory_mb: u32,
     pub timeout: Duration,
+    pub mode: Mode,
+    pub pool: PoolSettings,
     /// Fired to kill the attempt (a cancel request).
     pub cancel: CancellationToken,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How a function version's warm instances are kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolSettings {
+    pub concurrency: u32,
+    pub min_instances: u32,
+    pub max_instances: u32,
+    pub idle_timeout: Duration,
+    pub max_queue: u32,
+    pub queue_timeout: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            concurrency: 1,
+            min_instances: 0,
+            max_instances: 1,
+            idle_timeout: Duration::from_secs(300),
+            max_queue: 0,
+            queue_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Exit {
     Code(i64),
     /// The memory limit was hit and the kernel killed the function.
@@ -62,6 +104,9 @@ pub enum Exit {
     Cancelled,
     /// Whoever consumed stdout went away (a sync caller disconnected).
     CallerGone,
+    /// The warm instance died under the request (the container exited or
+    /// the agent broke the connection); the instance is replaced.
+    InstanceLost(String),
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +114,11 @@ pub struct RunOutcome {
     pub exit: Exit,
     /// The last few KiB of stderr, for error messages.
     pub stderr_tail: String,
+    /// Time spent waiting for a busy function's instance.
+    pub queued_ms: i64,
+    /// Time spent pulling the image for this request, if it had to be.
+    pub pull_ms: Option<i64>,
+    /// Time spent starting an instance for this request; 0 when warm.
     pub start_ms: i64,
     pub run_ms: i64,
     pub cpu_ms: Option<i64>,
@@ -79,9 +129,18 @@ pub struct RunOutcome {
 /// bounded, and a full channel stalls the function, which is what keeps
 /// memory flat however much it writes. Dropping `stdout` kills the attempt.
 pub struct Invocation {
+    /// http mode: the program's status line and headers, sent before any
+    /// stdout. Other modes never send one.
+    pub head: Option<oneshot::Receiver<ResponseHead>>,
     pub stdout: mpsc::Receiver<Bytes>,
     pub stderr: mpsc::Receiver<Bytes>,
     pub done: oneshot::Receiver<Result<RunOutcome, ExecError>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -94,8 +153,22 @@ pub struct ImageInfo {
 pub struct ExecutorStatus {
     pub id: String,
     pub capacity: usize,
+    /// Containers alive: warm instances (busy or idle) and fresh runs.
     pub running: usize,
+    /// Warm instances, per function version.
+    pub instances: Vec<InstanceCount>,
     pub healthy: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct InstanceCount {
+    pub tenant: String,
+    pub function: String,
+    pub version: i64,
+    pub ready: usize,
+    pub busy: usize,
+    pub starting: usize,
+    pub queued: usize,
 }
 
 #[async_trait]
@@ -107,7 +180,16 @@ pub trait Executor: Send + Sync + 'static {
     async fn run(&self, spec: RunSpec, stdin: InputStream) -> Result<Invocation, ExecError>;
     /// Removes containers a previous life of this executor left behind.
     async fn reap_orphans(&self) -> Result<usize, ExecError>;
+    /// Makes a version ready to serve: its image present and, for warm
+    /// modes, `min_instances` started. Called at deploy, so the first call
+    /// does not pay for either. The spec's request fields are unused.
+    async fn prepare(&self, spec: &RunSpec) -> Result<(), ExecError>;
+    /// Lets the warm instances of a function's versions other than `keep`
+    /// scale to zero (all of them with `None`, when it is deleted).
+    fn retire(&self, tenant: &str, function: &str, keep: Option<i64>);
+    /// Removes this executor's warm instances (shutdown).
+    async fn shutdown(&self) {}
     async fn status(&self) -> ExecutorStatus;
-    /// A cheap, local guess at whether a run would be accepted now.
-    fn has_room(&self) -> bool;
+    /// A cheap, local guess at whether this run would be accepted now.
+    fn has_room(&self, spec: &RunSpec) -> bool;
 }

@@ -2,16 +2,11 @@
 
 use berth_core::{FunctionVersion, TaskRecord};
 
-/// The function's own env first, then the request's meta-variables, which
-/// the function's config cannot override (names are validated at deploy).
+/// The request's meta-variables. They are set on top of the function's own
+/// env, which cannot override them (names are validated at deploy).
 pub fn cgi_env(v: &FunctionVersion, task: &TaskRecord) -> Vec<(String, String)> {
     let r = &task.request;
-    let mut env: Vec<(String, String)> = v
-        .config
-        .env
-        .iter()
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
+    let mut env: Vec<(String, String)> = Vec::new();
     let mut set = |k: &str, v: String| env.push((k.to_owned(), v));
     set("GATEWAY_INTERFACE", "CGI/1.1".into());
     set("SERVER_PROTOCOL", "HTTP/1.1".into());
@@ -22,7 +17,14 @@ pub fn cgi_env(v: &FunctionVersion, task: &TaskRecord) -> Vec<(String, String)> 
     set("REQUEST_METHOD", r.method.clone());
     set("QUERY_STRING", r.query.clone());
     set("SCRIPT_NAME", format!("/v1/functions/{}", v.function));
-    set("PATH_INFO", String::new());
+    set(
+        "PATH_INFO",
+        if r.path == "/" {
+            String::new()
+        } else {
+            r.path.clone()
+        },
+    );
     if let Some(ct) = &r.content_type {
         set("CONTENT_TYPE", ct.clone());
     }
@@ -64,6 +66,7 @@ mod tests {
         };
         let request = RequestMeta {
             method: "POST".into(),
+            path: "/".into(),
             query: "op=thumbnail&w=128".into(),
             content_type: Some("image/jpeg".into()),
             content_length: Some(42),
@@ -76,7 +79,8 @@ mod tests {
         let task = TaskRecord::new("t", "thumb", 7, TaskKind::Sync, request);
         let env = cgi_env(&v, &task);
         let get = |k: &str| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
-        assert_eq!(get("MODEL"), Some("small"));
+        // The function's own env is the container's, not the request's.
+        assert_eq!(get("MODEL"), None);
         assert_eq!(get("REQUEST_METHOD"), Some("POST"));
         assert_eq!(get("QUERY_STRING"), Some("op=thumbnail&w=128"));
         assert_eq!(get("CONTENT_TYPE"), Some("image/jpeg"));

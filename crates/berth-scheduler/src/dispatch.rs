@@ -158,7 +158,9 @@ impl TaskManager {
             }
         };
         match self.store.finish_task(id, attempt, &finish).await {
-            Ok(true) => {}
+            Ok(true) => {
+                let _ = self.finished.send(id);
+            }
             // Cancelled or recovered meanwhile: the other writer's state wins.
             Ok(false) => debug!(task = %id, "attempt result discarded"),
             Err(e) => warn!(task = %id, error = %e, "could not record result; lease will lapse"),
@@ -197,7 +199,9 @@ impl TaskManager {
         let inv = match run {
             Ok(inv) => inv,
             Err(
-                e @ SchedError::Exec(ExecError::NoCapacity(_) | ExecError::EngineUnavailable(_)),
+                e @ SchedError::Exec(
+                    ExecError::NoCapacity(_) | ExecError::EngineUnavailable(_) | ExecError::Busy(_),
+                ),
             ) => {
                 return Err(Refused(e));
             }

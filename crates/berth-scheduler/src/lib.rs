@@ -18,11 +18,14 @@ use berth_core::{
     FunctionConfig, FunctionVersion, Limits, RequestMeta, TaskError, TaskId, TaskKind, TaskRecord,
     TaskStatus, Timing, Usage, now_ms, validate_name,
 };
-use berth_executor::{ExecError, Executor, ExecutorStatus, InputStream, Invocation, RunSpec};
+use berth_executor::{
+    ExecError, Executor, ExecutorStatus, InputStream, Invocation, PoolSettings, ResponseHead,
+    RunSpec,
+};
 use berth_store::{Cancel, Finish, Lease, PayloadKind, Payloads, Store, StoreError};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::sync::{Notify, broadcast, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -86,6 +89,14 @@ impl Default for Config {
     }
 }
 
+/// Maps a function's image reference to a pinned one that every executor
+/// can pull: the built-in registry's tag → digest resolution. `Ok(None)`
+/// means the reference is not the registry's (an engine-local image).
+#[async_trait::async_trait]
+pub trait ImageResolver: Send + Sync + 'static {
+    async fn resolve(&self, tenant: &str, reference: &str) -> Result<Option<String>, SchedError>;
+}
+
 /// The end of a sync call, sent once the task record is final.
 #[derive(Debug, Clone)]
 pub struct CallResult {
@@ -102,6 +113,8 @@ pub struct CallResult {
 pub struct SyncCall {
     pub task_id: TaskId,
     pub version: i64,
+    /// http mode: the function's own status and headers, before stdout.
+    pub head: Option<oneshot::Receiver<ResponseHead>>,
     pub stdout: mpsc::Receiver<Bytes>,
     pub result: oneshot::Receiver<CallResult>,
 }
@@ -124,6 +137,9 @@ pub struct TaskManager {
     /// Whether every executor has had its orphans removed since start; an
     /// engine that was down at start is reaped once it answers.
     reaped: AtomicBool,
+    /// Async tasks finished by this process, for callers waiting on them.
+    finished: broadcast::Sender<TaskId>,
+    resolver: std::sync::OnceLock<Arc<dyn ImageResolver>>,
 }
 
 impl TaskManager {
@@ -141,7 +157,14 @@ impl TaskManager {
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
             reaped: AtomicBool::new(false),
+            finished: broadcast::channel(1024).0,
+            resolver: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Set once, when the server knows the registry's address.
+    pub fn set_image_resolver(&self, resolver: Arc<dyn ImageResolver>) {
+        let _ = self.resolver.set(resolver);
     }
 
     pub fn payloads(&self) -> &Payloads {
@@ -169,11 +192,63 @@ impl TaskManager {
             .validate(&self.cfg.limits)
             .map_err(|e| SchedError::Invalid(e.0))?;
         let executor = self.executors.first().ok_or(SchedError::NoExecutor)?;
-        let image = executor.resolve_image(&config.image).await?;
-        Ok(self
+        let pinned = match self.resolver.get() {
+            Some(r) => r.resolve(tenant, config.image.trim()).await?,
+            None => None,
+        };
+        // A registry image is pinned to its manifest digest, which any
+        // executor can pull; an engine-local one to the engine's image id.
+        let image_id = match pinned {
+            Some(pinned) => {
+                executor.resolve_image(&pinned).await?;
+                pinned
+            }
+            None => executor.resolve_image(&config.image).await?.id,
+        };
+        let (version, new) = self
             .store
-            .put_function(tenant, name, &config, &image.id)
-            .await?)
+            .put_function(tenant, name, &config, &image_id)
+            .await?;
+        self.prepare(&version).await;
+        Ok((version, new))
+    }
+
+    /// Readies a version on every executor (image present, minimum warm
+    /// instances started) and lets the function's older versions cool
+    /// down. Failures only cost the first call a cold start.
+    pub async fn prepare(&self, v: &FunctionVersion) {
+        let template = TaskRecord::new(
+            &v.tenant,
+            &v.function,
+            v.version,
+            TaskKind::Sync,
+            RequestMeta::default(),
+        );
+        let spec = self.spec(v, &template, CancellationToken::new());
+        for e in &self.executors {
+            e.retire(&v.tenant, &v.function, Some(v.version));
+            if let Err(err) = e.prepare(&spec).await {
+                warn!(function = %v.function, version = v.version, error = %err,
+                    "could not prepare the version; its first call will start cold");
+            }
+        }
+    }
+
+    /// Readies the latest version of every function (server start).
+    pub async fn prepare_all(&self) -> Result<(), SchedError> {
+        for f in self.store.list_all_functions().await? {
+            if f.latest.config.min_instances > 0 {
+                self.prepare(&f.latest).await;
+            }
+        }
+        Ok(())
+    }
+
+    /// Lets a deleted function's instances go.
+    pub fn retire(&self, tenant: &str, name: &str) {
+        for e in &self.executors {
+            e.retire(tenant, name, None);
+        }
     }
 
     async fn latest(&self, tenant: &str, name: &str) -> Result<FunctionVersion, SchedError> {
@@ -192,10 +267,26 @@ impl TaskManager {
             version: v.version,
             image: v.image_id.clone(),
             command: v.config.command.clone(),
-            env: cgi_env(v, task),
+            env: v
+                .config
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            request_env: cgi_env(v, task),
+            request: task.request.clone(),
             cpu_millis: v.config.cpu_millis,
             memory_mb: v.config.memory_mb,
             timeout: Duration::from_secs(u64::from(v.config.timeout_secs)),
+            mode: v.config.mode,
+            pool: PoolSettings {
+                concurrency: v.config.concurrency,
+                min_instances: v.config.min_instances,
+                max_instances: v.config.max_instances,
+                idle_timeout: Duration::from_secs(u64::from(v.config.idle_timeout_secs)),
+                max_queue: v.config.max_queue,
+                queue_timeout: Duration::from_secs(u64::from(v.config.queue_timeout_secs)),
+            },
             cancel,
         }
     }
@@ -206,7 +297,7 @@ impl TaskManager {
         let executor = self
             .executors
             .iter()
-            .find(|e| e.has_room())
+            .find(|e| e.has_room(&spec))
             .or(self.executors.first())
             .ok_or(SchedError::NoExecutor)?;
         Ok(executor.run(spec, stdin).await?)
@@ -277,6 +368,7 @@ impl TaskManager {
         let (result_tx, result_rx) = oneshot::channel();
         let this = Arc::clone(self);
         let Invocation {
+            head,
             stdout,
             stderr,
             done,
@@ -308,6 +400,7 @@ impl TaskManager {
         Ok(SyncCall {
             task_id: task.id,
             version: v.version,
+            head,
             stdout,
             result: result_rx,
         })
@@ -363,6 +456,43 @@ impl TaskManager {
         }
         self.wake.notify_one();
         Ok(task)
+    }
+
+    /// Waits up to `max` for a task to finish and returns it if it did.
+    /// Finishes in this process wake the wait at once; the store is also
+    /// polled, for tasks another replica runs.
+    pub async fn wait_finished(
+        &self,
+        tenant: &str,
+        id: TaskId,
+        max: Duration,
+    ) -> Result<Option<TaskRecord>, SchedError> {
+        const POLL: Duration = Duration::from_millis(500);
+        let mut finished = self.finished.subscribe();
+        let deadline = tokio::time::Instant::now() + max;
+        loop {
+            match self.store.get_task(tenant, id).await? {
+                Some(t) if t.status.is_terminal() => return Ok(Some(t)),
+                Some(_) => {}
+                None => return Ok(None),
+            }
+            let wake = async {
+                loop {
+                    match finished.recv().await {
+                        Ok(done) if done == id => return,
+                        Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                        Err(broadcast::error::RecvError::Closed) => {
+                            std::future::pending::<()>().await;
+                        }
+                    }
+                }
+            };
+            tokio::select! {
+                () = wake => {}
+                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep_until(deadline) => return Ok(None),
+            }
+        }
     }
 
     /// Cancels a task of this tenant. A running attempt in this process is
@@ -443,6 +573,7 @@ impl TaskManager {
         }
         let left = async_running();
         if left.is_empty() {
+            self.shutdown_executors().await;
             return;
         }
         info!(
@@ -462,6 +593,13 @@ impl TaskManager {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !async_running().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.shutdown_executors().await;
+    }
+
+    async fn shutdown_executors(&self) {
+        for e in &self.executors {
+            e.shutdown().await;
         }
     }
 
@@ -511,6 +649,9 @@ fn start_error(e: &SchedError) -> TaskError {
         SchedError::Exec(ExecError::ImageNotFound(_)) => "image_missing",
         SchedError::Exec(ExecError::NoCapacity(_)) => "no_capacity",
         SchedError::Exec(ExecError::EngineUnavailable(_)) => "engine_unavailable",
+        SchedError::Exec(ExecError::Busy(_)) => "busy",
+        SchedError::Exec(ExecError::PullFailed { .. }) => "pull_failed",
+        SchedError::Exec(ExecError::Instance(_)) => "instance_failed",
         _ => "start_failed",
     };
     TaskError::new(code, e.to_string())
@@ -572,6 +713,14 @@ fn finish_from(
                 "the caller stopped reading the output; the function was killed",
             )),
         ),
+        Exit::InstanceLost(why) => (
+            TaskStatus::Failed,
+            None,
+            Some(TaskError::new(
+                "instance_lost",
+                format!("the function's instance failed during the request: {why}"),
+            )),
+        ),
     };
     Finish {
         status,
@@ -583,8 +732,8 @@ fn finish_from(
             wall_ms: Some(outcome.run_ms),
         },
         timing: Timing {
-            queued_ms: None,
-            pull_ms: None,
+            queued_ms: Some(outcome.queued_ms),
+            pull_ms: outcome.pull_ms,
             start_ms: Some(outcome.start_ms),
             run_ms: Some(outcome.run_ms),
         },

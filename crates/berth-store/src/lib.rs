@@ -62,6 +62,8 @@ pub struct Finish {
     pub exit_code: Option<i64>,
     pub error: Option<TaskError>,
     pub usage: Usage,
+    /// `queued_ms` here is the executor's wait for a busy function; it adds
+    /// to the time the task already spent in the store's queue.
     pub timing: Timing,
     pub output_bytes: Option<i64>,
 }
@@ -131,6 +133,8 @@ pub trait Store: Send + Sync + 'static {
         version: i64,
     ) -> Result<Option<FunctionVersion>>;
     async fn list_functions(&self, tenant: &str) -> Result<Vec<FunctionSummary>>;
+    /// Every tenant's functions, for work done on all of them at start.
+    async fn list_all_functions(&self) -> Result<Vec<FunctionSummary>>;
     /// Removes the function and its versions; its queued tasks fail with
     /// `function_deleted`. Returns false when there was no such function.
     async fn delete_function(&self, tenant: &str, name: &str) -> Result<bool>;

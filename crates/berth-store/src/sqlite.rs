@@ -301,6 +301,15 @@ impl Store for SqliteStore {
         rows.iter().map(summary_from_row).collect()
     }
 
+    async fn list_all_functions(&self) -> Result<Vec<FunctionSummary>> {
+        let rows = sqlx::query(AssertSqlSafe(format!(
+            "{SUMMARY_SELECT} ORDER BY f.tenant, f.name"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(summary_from_row).collect()
+    }
+
     async fn delete_function(&self, tenant: &str, name: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         let gone = sqlx::query("DELETE FROM functions WHERE tenant = ? AND name = ?")
@@ -470,7 +479,8 @@ impl Store for SqliteStore {
         let done = sqlx::query(
             "UPDATE tasks SET status = ?, exit_code = ?, error_code = ?, error_message = ?, \
              finished_at = ?, cpu_ms = ?, peak_memory_bytes = ?, wall_ms = ?, pull_ms = ?, \
-             start_ms = ?, run_ms = ?, output_bytes = ?, lease_owner = NULL, lease_expires = NULL \
+             start_ms = ?, run_ms = ?, output_bytes = ?, lease_owner = NULL, lease_expires = NULL, \
+             queued_ms = COALESCE(queued_ms, 0) + COALESCE(?, 0) \
              WHERE id = ? AND status = 'running' AND attempt = ?",
         )
         .bind(f.status.as_str())
@@ -485,6 +495,7 @@ impl Store for SqliteStore {
         .bind(f.timing.start_ms)
         .bind(f.timing.run_ms)
         .bind(f.output_bytes)
+        .bind(f.timing.queued_ms)
         .bind(id.to_string())
         .bind(attempt)
         .execute(&self.pool)

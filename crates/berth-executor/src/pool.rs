@@ -1,0 +1,510 @@
+//! Warm instance pools, one per function version.
+//!
+//! The pool decides, the launcher acts: which instance serves a request,
+//! when another is started, who waits and who is turned away, when an idle
+//! instance goes. Starting and removing containers is the launcher's job,
+//! so this logic is tested without an engine.
+//!
+//! A request takes a free slot on a ready instance, packing onto the
+//! busiest instance that has room so that idle ones can scale to zero.
+//! Without one it waits in the version's bounded queue; an instance is
+//! started only when the waiters outnumber the slots already on the way,
+//! so a burst of cold requests starts as many containers as it needs, not
+//! one per request.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use crate::{ExecError, InstanceCount, PoolSettings, RunSpec};
+
+/// Identifies a pool: instances of one immutable function version.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    pub tenant: String,
+    pub function: String,
+    pub version: i64,
+}
+
+impl PoolKey {
+    pub fn of(spec: &RunSpec) -> Self {
+        Self {
+            tenant: spec.tenant.clone(),
+            function: spec.function.clone(),
+            version: spec.version,
+        }
+    }
+}
+
+/// What a launched instance must offer the pool.
+pub(crate) trait Instance: Send + Sync + 'static {
+    fn id(&self) -> &str;
+}
+
+/// Starts and removes instances.
+#[async_trait]
+pub(crate) trait Launcher: Send + Sync + 'static {
+    type Instance: Instance;
+    /// Starts an instance and waits until it accepts requests. `evict` is
+    /// called when the node is full, to make room by removing an idle
+    /// instance of another pool.
+    async fn launch(
+        &self,
+        spec: &RunSpec,
+        evict: &(dyn Fn() -> Option<Arc<Self::Instance>> + Send + Sync),
+    ) -> Result<Arc<Self::Instance>, ExecError>;
+    /// Removes an instance; its requests, if any, fail.
+    async fn destroy(&self, instance: Arc<Self::Instance>);
+}
+
+struct Slot<I> {
+    instance: Arc<I>,
+    in_flight: u32,
+    last_used: Instant,
+}
+
+/// A waiting request gets an instance (with a slot already counted for it)
+/// or the reason none will come.
+type Waiter<I> = oneshot::Sender<Result<Arc<I>, ExecError>>;
+
+struct Pool<I> {
+    /// The latest request's spec: what a new instance is started from.
+    template: RunSpec,
+    settings: PoolSettings,
+    ready: Vec<Slot<I>>,
+    starting: u32,
+    waiters: VecDeque<Waiter<I>>,
+    retired: bool,
+}
+
+impl<I: Instance> Pool<I> {
+    fn new(template: &RunSpec) -> Self {
+        Self {
+            settings: template.pool.clone(),
+            template: template.clone(),
+            ready: Vec::new(),
+            starting: 0,
+            waiters: VecDeque::new(),
+            retired: false,
+        }
+    }
+
+    /// The busiest ready instance that still has a free slot.
+    fn pick(&self) -> Option<usize> {
+        let cap = self.settings.concurrency;
+        self.ready
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.in_flight < cap)
+            .max_by_key(|(_, s)| s.in_flight)
+            .map(|(i, _)| i)
+    }
+
+    fn total(&self) -> u32 {
+        u32::try_from(self.ready.len()).unwrap_or(u32::MAX) + self.starting
+    }
+
+    /// Whether the waiters need more than what is already starting.
+    fn wants_another(&self) -> bool {
+        let coming = self.starting * self.settings.concurrency;
+        let waiting = u32::try_from(self.waiters.len()).unwrap_or(u32::MAX);
+        waiting > coming && self.total() < self.settings.max_instances
+    }
+
+    /// Gives free slots of ready instances to waiters, oldest first.
+    fn serve_waiters(&mut self) {
+        while !self.waiters.is_empty() {
+            let Some(i) = self.pick() else { return };
+            let slot = &mut self.ready[i];
+            let Some(waiter) = self.waiters.pop_front() else {
+                return;
+            };
+            slot.in_flight += 1;
+            if waiter.send(Ok(Arc::clone(&slot.instance))).is_err() {
+                // That caller gave up meanwhile.
+                slot.in_flight -= 1;
+            }
+        }
+    }
+
+    fn fail_waiters(&mut self, err: &ExecError) {
+        for w in self.waiters.drain(..) {
+            let _ = w.send(Err(err.clone()));
+        }
+    }
+
+    fn remove(&mut self, id: &str) -> Option<Arc<I>> {
+        let i = self.ready.iter().position(|s| s.instance.id() == id)?;
+        Some(self.ready.swap_remove(i).instance)
+    }
+}
+
+pub(crate) struct Pools<L: Launcher> {
+    launcher: L,
+    pools: Mutex<HashMap<PoolKey, Pool<L::Instance>>>,
+    /// Handed to leases and background tasks, which must not keep the
+    /// pools alive on their own.
+    me: Weak<Self>,
+}
+
+/// A slot on an instance, held for one request. Dropping it frees the
+/// slot; [`Lease::lost`] first marks the instance as broken.
+pub(crate) struct Lease<L: Launcher> {
+    pools: Weak<Pools<L>>,
+    key: PoolKey,
+    pub instance: Arc<L::Instance>,
+    /// Set when the request had to wait for this instance to start.
+    pub cold: bool,
+    lost: bool,
+}
+
+impl<L: Launcher> Lease<L> {
+    /// The instance failed under this request: take it out of service.
+    pub fn lost(mut self) {
+        self.lost = true;
+    }
+}
+
+impl<L: Launcher> Drop for Lease<L> {
+    fn drop(&mut self) {
+        if let Some(pools) = self.pools.upgrade() {
+            pools.release(&self.key, &self.instance, self.lost);
+        }
+    }
+}
+
+impl<L: Launcher> Pools<L> {
+    pub fn new(launcher: L) -> Arc<Self> {
+        Arc::new_cyclic(|me| Self {
+            launcher,
+            pools: Mutex::new(HashMap::new()),
+            me: me.clone(),
+        })
+    }
+
+    pub fn launcher(&self) -> &L {
+        &self.launcher
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<PoolKey, Pool<L::Instance>>> {
+        // Every critical section leaves the maps consistent before any
+        // call that could panic, so a poisoned lock is still sound.
+        self.pools.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A slot for one request: at once when a ready instance has room,
+    /// else after waiting in the version's bounded queue.
+    pub async fn acquire(&self, spec: &RunSpec) -> Result<Lease<L>, ExecError> {
+        let key = PoolKey::of(spec);
+        let waiting = {
+            let mut pools = self.lock();
+            let pool = pools.entry(key.clone()).or_insert_with(|| Pool::new(spec));
+            if pool.settings != spec.pool {
+                pool.settings = spec.pool.clone();
+            }
+            pool.retired = false;
+            if let Some(i) = pool.pick() {
+                let slot = &mut pool.ready[i];
+                slot.in_flight += 1;
+                return Ok(self.lease(key, Arc::clone(&slot.instance), false));
+            }
+            pool.waiters.retain(|w| !w.is_closed());
+            // Requests that instances yet to start will serve are not
+            // queued behind busy ones, so they do not use up the queue.
+            let unstarted = pool
+                .settings
+                .max_instances
+                .saturating_sub(u32::try_from(pool.ready.len()).unwrap_or(u32::MAX));
+            let room = pool.settings.max_queue + unstarted * pool.settings.concurrency;
+            if u32::try_from(pool.waiters.len()).unwrap_or(u32::MAX) >= room {
+                return Err(ExecError::Busy(format!(
+                    "{} instances busy and {} requests queued",
+                    pool.total(),
+                    pool.waiters.len()
+                )));
+            }
+            let (tx, rx) = oneshot::channel();
+            pool.waiters.push_back(tx);
+            if pool.wants_another() {
+                pool.starting += 1;
+                self.spawn_launch(key.clone(), spec.clone());
+            }
+            rx
+        };
+        let queue_timeout = spec.pool.queue_timeout;
+        match tokio::time::timeout(queue_timeout, waiting).await {
+            Ok(Ok(Ok(instance))) => Ok(self.lease(key, instance, true)),
+            Ok(Ok(Err(e))) => Err(e),
+            Ok(Err(_)) => Err(ExecError::Instance("the pool was shut down".into())),
+            Err(_) => Err(ExecError::Busy(format!(
+                "no instance became free within {}s",
+                queue_timeout.as_secs_f32()
+            ))),
+        }
+    }
+
+    fn lease(&self, key: PoolKey, instance: Arc<L::Instance>, cold: bool) -> Lease<L> {
+        Lease {
+            pools: self.me.clone(),
+            key,
+            instance,
+            cold,
+            lost: false,
+        }
+    }
+
+    fn release(&self, key: &PoolKey, instance: &Arc<L::Instance>, lost: bool) {
+        let mut pools = self.lock();
+        let Some(pool) = pools.get_mut(key) else {
+            return;
+        };
+        if lost {
+            if let Some(gone) = pool.remove(instance.id()) {
+                self.spawn_destroy(gone);
+            }
+            if pool.wants_another() {
+                pool.starting += 1;
+                self.spawn_launch(key.clone(), pool.template.clone());
+            }
+            return;
+        }
+        if let Some(slot) = pool
+            .ready
+            .iter_mut()
+            .find(|s| s.instance.id() == instance.id())
+        {
+            slot.in_flight = slot.in_flight.saturating_sub(1);
+            slot.last_used = Instant::now();
+        }
+        pool.serve_waiters();
+    }
+
+    /// An instance died on its own (its container exited).
+    pub fn instance_exited(&self, id: &str) {
+        let mut pools = self.lock();
+        for (key, pool) in pools.iter_mut() {
+            if let Some(gone) = pool.remove(id) {
+                debug!(instance = id, function = %key.function, "instance exited");
+                self.spawn_destroy(gone);
+                if pool.wants_another() {
+                    pool.starting += 1;
+                    self.spawn_launch(key.clone(), pool.template.clone());
+                }
+                return;
+            }
+        }
+    }
+
+    fn spawn_launch(&self, key: PoolKey, spec: RunSpec) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            let Some(this) = me.upgrade() else { return };
+            let evict = {
+                let me = me.clone();
+                let key = key.clone();
+                move || me.upgrade().and_then(|p| p.take_idle_elsewhere(Some(&key)))
+            };
+            let launched = this.launcher.launch(&spec, &evict).await;
+            let orphan = this.launched(&key, launched);
+            if let Some(instance) = orphan {
+                this.launcher.destroy(instance).await;
+            }
+        });
+    }
+
+    /// Files a finished launch; returns the instance if its pool is gone.
+    fn launched(
+        &self,
+        key: &PoolKey,
+        launched: Result<Arc<L::Instance>, ExecError>,
+    ) -> Option<Arc<L::Instance>> {
+        let mut pools = self.lock();
+        let Some(pool) = pools.get_mut(key) else {
+            return launched.ok();
+        };
+        pool.starting -= 1;
+        match launched {
+            Ok(instance) => {
+                pool.ready.push(Slot {
+                    instance,
+                    in_flight: 0,
+                    last_used: Instant::now(),
+                });
+                pool.serve_waiters();
+            }
+            Err(e) => {
+                warn!(function = %key.function, version = key.version, error = %e,
+                    "could not start an instance");
+                // Waiters stay if some instance may still serve them.
+                if pool.ready.is_empty() && pool.starting == 0 {
+                    pool.fail_waiters(&e);
+                }
+            }
+        }
+        None
+    }
+
+    fn spawn_destroy(&self, instance: Arc<L::Instance>) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            if let Some(this) = me.upgrade() {
+                this.launcher.destroy(instance).await;
+            }
+        });
+    }
+
+    /// Takes the longest-idle instance of another pool out of service, so
+    /// a full node can start what is wanted now.
+    pub fn take_idle_elsewhere(&self, except: Option<&PoolKey>) -> Option<Arc<L::Instance>> {
+        let mut pools = self.lock();
+        let (key, idx) = pools
+            .iter()
+            .filter(|(k, _)| Some(*k) != except)
+            .flat_map(|(k, p)| {
+                p.ready
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, s)| s.in_flight == 0)
+                    .map(move |(i, s)| (k, i, s.last_used))
+            })
+            .min_by_key(|(_, _, used)| *used)
+            .map(|(k, i, _)| (k.clone(), i))?;
+        let pool = pools.get_mut(&key)?;
+        Some(pool.ready.swap_remove(idx).instance)
+    }
+
+    /// Scales idle instances down to `min_instances` (zero once retired)
+    /// and back up to it; forgets empty pools. Called periodically.
+    pub fn maintain(&self) {
+        let mut pools = self.lock();
+        let mut gone = Vec::new();
+        let mut launches = Vec::new();
+        for (key, pool) in pools.iter_mut() {
+            let keep = if pool.retired {
+                0
+            } else {
+                pool.settings.min_instances as usize
+            };
+            let idle_timeout = pool.settings.idle_timeout;
+            let mut idle: Vec<usize> = pool
+                .ready
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.in_flight == 0 && s.last_used.elapsed() >= idle_timeout)
+                .map(|(i, _)| i)
+                .collect();
+            let surplus = pool.ready.len().saturating_sub(keep).min(idle.len());
+            // Longest idle first; remove from the back so indexes hold.
+            idle.sort_by_key(|&i| pool.ready[i].last_used);
+            let mut doomed: Vec<usize> = idle.into_iter().take(surplus).collect();
+            doomed.sort_unstable_by(|a, b| b.cmp(a));
+            for i in doomed {
+                gone.push(pool.ready.swap_remove(i).instance);
+            }
+            if !pool.retired {
+                while (pool.total() as usize) < keep {
+                    pool.starting += 1;
+                    launches.push((key.clone(), pool.template.clone()));
+                }
+            }
+        }
+        pools.retain(|_, p| {
+            !(p.ready.is_empty()
+                && p.starting == 0
+                && p.waiters.is_empty()
+                && (p.retired || p.settings.min_instances == 0))
+        });
+        drop(pools);
+        for instance in gone {
+            self.spawn_destroy(instance);
+        }
+        for (key, spec) in launches {
+            self.spawn_launch(key, spec);
+        }
+    }
+
+    /// Makes sure a version's pool exists and will keep `min_instances`.
+    pub fn prepare(&self, spec: &RunSpec) {
+        let mut pools = self.lock();
+        let key = PoolKey::of(spec);
+        let pool = pools.entry(key).or_insert_with(|| Pool::new(spec));
+        pool.settings = spec.pool.clone();
+        pool.template = spec.clone();
+        pool.retired = false;
+        drop(pools);
+        self.maintain();
+    }
+
+    pub fn retire(&self, tenant: &str, function: &str, keep: Option<i64>) {
+        let mut pools = self.lock();
+        for (key, pool) in pools.iter_mut() {
+            if key.tenant == tenant && key.function == function && Some(key.version) != keep {
+                pool.retired = true;
+                // Retired versions still serve requests already routed to
+                // them; they only stop being kept warm.
+            }
+        }
+    }
+
+    /// Removes every instance at once (shutdown).
+    pub async fn clear(&self) {
+        let all: Vec<_> = {
+            let mut pools = self.lock();
+            pools
+                .values_mut()
+                .flat_map(|p| {
+                    p.fail_waiters(&ExecError::Instance("the executor is stopping".into()));
+                    p.ready.drain(..).map(|s| s.instance).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        for instance in all {
+            self.launcher.destroy(instance).await;
+        }
+    }
+
+    pub fn counts(&self) -> Vec<InstanceCount> {
+        let pools = self.lock();
+        pools
+            .iter()
+            .map(|(k, p)| InstanceCount {
+                tenant: k.tenant.clone(),
+                function: k.function.clone(),
+                version: k.version,
+                ready: p.ready.len(),
+                busy: p.ready.iter().filter(|s| s.in_flight > 0).count(),
+                starting: p.starting as usize,
+                queued: p.waiters.iter().filter(|w| !w.is_closed()).count(),
+            })
+            .collect()
+    }
+
+    /// Whether a request for this version would find a free slot now.
+    pub fn has_free_slot(&self, spec: &RunSpec) -> bool {
+        let pools = self.lock();
+        pools
+            .get(&PoolKey::of(spec))
+            .is_some_and(|p| p.pick().is_some())
+    }
+}
+
+/// Runs [`Pools::maintain`] every `every` until the pools are dropped.
+pub(crate) fn spawn_maintenance<L: Launcher>(pools: &Arc<Pools<L>>, every: Duration) {
+    let weak = Arc::downgrade(pools);
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            match weak.upgrade() {
+                Some(p) => p.maintain(),
+                None => return,
+            }
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests;
