@@ -111,6 +111,15 @@ impl From<SchedError> for ApiError {
             SchedError::Exec(ExecError::EngineUnavailable(_)) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", msg).retry_after(5)
             }
+            SchedError::Exec(ExecError::PullFailed { .. }) => {
+                Self::new(StatusCode::BAD_GATEWAY, "pull_failed", msg)
+            }
+            SchedError::Exec(ExecError::Busy(_)) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", msg).retry_after(1)
+            }
+            SchedError::Exec(ExecError::Instance(_)) => {
+                Self::new(StatusCode::BAD_GATEWAY, "instance_failed", msg)
+            }
             SchedError::Exec(ExecError::Engine(_)) => {
                 error!(error = %msg, "container engine failure");
                 Self::new(StatusCode::BAD_GATEWAY, "engine_error", msg)

@@ -61,9 +61,12 @@ impl<S: Send + Sync> FromRequestParts<S> for FnName {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
-        match Path::<String>::from_request_parts(parts, state).await {
-            Ok(Path(name)) => Ok(Self(name)),
-            Err(_) => Err(ApiError::new(
+        // Routes below a function carry more parameters (the invoke path),
+        // so the name is picked out by its key.
+        let params = Path::<Vec<(String, String)>>::from_request_parts(parts, state).await;
+        match params.map(|Path(p)| p.into_iter().find(|(k, _)| k == "name")) {
+            Ok(Some((_, name))) => Ok(Self(name)),
+            _ => Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_function",
                 "the function name in the path is not valid UTF-8",

@@ -89,6 +89,7 @@ pub async fn delete(
     FnName(name): FnName,
 ) -> ApiResult<StatusCode> {
     if state.store.delete_function(&tenant, &name).await? {
+        state.tasks.retire(&tenant, &name);
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(function_not_found(&name))

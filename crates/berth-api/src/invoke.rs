@@ -15,8 +15,8 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{RequestMeta, TaskId, TaskStatus};
-use berth_executor::InputStream;
-use berth_scheduler::CallResult;
+use berth_executor::{InputStream, ResponseHead};
+use berth_scheduler::{CallResult, SyncCall};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::AppState;
@@ -54,6 +54,7 @@ pub fn request_meta(method: &Method, uri: &Uri, headers: &HeaderMap) -> RequestM
     };
     RequestMeta {
         method: method.as_str().to_owned(),
+        path: "/".to_owned(),
         query: uri.query().unwrap_or_default().to_owned(),
         content_type: header_str(header::CONTENT_TYPE),
         content_length: header_str(header::CONTENT_LENGTH).and_then(|v| v.parse().ok()),
@@ -87,15 +88,26 @@ impl<S: Send + Sync> FromRequest<S> for FunctionCall {
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let (mut parts, body) = req.into_parts();
         let FnName(name) = FnName::from_request_parts(&mut parts, state).await?;
+        // Everything after `/invoke/` is the function's own path.
+        let sub_path =
+            axum::extract::Path::<Vec<(String, String)>>::from_request_parts(&mut parts, state)
+                .await
+                .ok()
+                .and_then(|p| p.0.into_iter().find(|(k, _)| k == "path"))
+                .map(|(_, p)| format!("/{p}"));
         let Tenant(tenant) = parts
             .extensions
             .get::<Tenant>()
             .cloned()
             .ok_or_else(ApiError::unauthorized)?;
+        let mut meta = request_meta(&parts.method, &parts.uri, &parts.headers);
+        if let Some(p) = sub_path {
+            meta.path = p;
+        }
         Ok(Self {
             tenant,
             name,
-            meta: request_meta(&parts.method, &parts.uri, &parts.headers),
+            meta,
             body: body_stream(body),
         })
     }
@@ -136,11 +148,22 @@ pub fn call_error(result: &CallResult, id: TaskId) -> ApiError {
 }
 
 pub async fn invoke(State(state): State<AppState>, req: FunctionCall) -> ApiResult<Response> {
-    let mut call = state
+    let call = state
         .tasks
         .invoke(&req.tenant, &req.name, req.meta, req.body)
         .await?;
+    Ok(respond(call).await)
+}
+
+/// Turns a running call into the HTTP response: see the module comment.
+pub async fn respond(mut call: SyncCall) -> Response {
     let (id, version) = (call.task_id, call.version);
+    // An http-mode function answers with its own status and headers; when
+    // none comes (the program failed first), the result decides.
+    let fn_head = match call.head.take() {
+        Some(rx) => rx.await.ok(),
+        None => None,
+    };
 
     let mut head: Vec<Bytes> = Vec::new();
     let mut held = 0;
@@ -158,13 +181,19 @@ pub async fn invoke(State(state): State<AppState>, req: FunctionCall) -> ApiResu
     };
 
     let mut resp = if exited {
-        let result = call.result.await.map_err(|_| ApiError::internal())?;
-        if result.status == TaskStatus::Succeeded {
+        let Ok(result) = call.result.await else {
+            return ApiError::internal().into_response();
+        };
+        let mut resp = if result.status == TaskStatus::Succeeded {
             let body = Body::from_stream(stream::iter(head.into_iter().map(Ok::<_, io::Error>)));
-            ok_response(body)
+            ok_response(body, fn_head.as_ref())
         } else {
             call_error(&result, id).into_response()
+        };
+        if let Ok(v) = HeaderValue::from_str(&server_timing(&result.timing)) {
+            resp.headers_mut().insert(SERVER_TIMING, v);
         }
+        resp
     } else {
         let rest = stream::unfold(call.stdout, |mut rx| async move {
             rx.recv().await.map(|chunk| (Ok::<_, io::Error>(chunk), rx))
@@ -186,17 +215,67 @@ pub async fn invoke(State(state): State<AppState>, req: FunctionCall) -> ApiResu
                 .chain(rest)
                 .chain(verdict),
         );
-        ok_response(body)
+        ok_response(body, fn_head.as_ref())
     };
     task_headers(&mut resp, id, version);
-    Ok(resp)
+    resp
 }
 
-fn ok_response(body: Body) -> Response {
+const SERVER_TIMING: HeaderName = HeaderName::from_static("server-timing");
+
+/// Headers of an http-mode function's answer that belong to its own
+/// connection, or that would let it pose as the platform.
+const DROPPED_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "content-length",
+    "trailer",
+    "upgrade",
+    "server-timing",
+    "x-berth-task-id",
+    "x-berth-version",
+];
+
+/// `Server-Timing` (W3C) entries for where the call's time went.
+fn server_timing(t: &berth_core::Timing) -> String {
+    [
+        ("queue", t.queued_ms),
+        ("pull", t.pull_ms),
+        ("start", t.start_ms),
+        ("run", t.run_ms),
+    ]
+    .iter()
+    .filter_map(|(name, ms)| ms.map(|ms| format!("{name};dur={ms}")))
+    .collect::<Vec<_>>()
+    .join(", ")
+}
+
+fn ok_response(body: Body, fn_head: Option<&ResponseHead>) -> Response {
     let mut resp = Response::new(body);
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
     );
+    if let Some(h) = fn_head {
+        if let Ok(status) = StatusCode::from_u16(h.status) {
+            *resp.status_mut() = status;
+        }
+        for (name, value) in &h.headers {
+            let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                continue;
+            };
+            if !DROPPED_RESPONSE_HEADERS.contains(&name.as_str()) {
+                if name == header::CONTENT_TYPE {
+                    resp.headers_mut().insert(name, value);
+                } else {
+                    resp.headers_mut().append(name, value);
+                }
+            }
+        }
+    }
     resp
 }

@@ -42,6 +42,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(functions::delete),
         )
         .route("/functions/{name}/invoke", post(invoke::invoke))
+        .route("/functions/{name}/invoke/{*path}", post(invoke::invoke))
         .route("/functions/{name}/tasks", post(tasks::submit))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::get).delete(tasks::cancel))

@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::TaskPath;
-use crate::invoke::{FunctionCall, TASK_ID_HEADER};
+use crate::invoke::{FunctionCall, TASK_ID_HEADER, VERSION_HEADER, call_error};
 use crate::views::TaskView;
 
 const MAX_PAGE: u32 = 1000;
@@ -36,12 +36,80 @@ async fn load(state: &AppState, tenant: &str, id: &str) -> ApiResult<TaskRecord>
         .ok_or_else(task_not_found)
 }
 
+/// Longest `Prefer: wait=N` honoured; past it a caller should poll.
+const MAX_WAIT_SECS: u64 = 300;
+
+/// The seconds of an RFC 7240 `Prefer: wait=N` preference, if any.
+fn preferred_wait(meta: &berth_core::RequestMeta) -> Option<u64> {
+    meta.headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("prefer"))
+        .flat_map(|(_, value)| value.split([',', ';']))
+        .filter_map(|pref| {
+            let (k, v) = pref.split_once('=')?;
+            (k.trim().eq_ignore_ascii_case("wait"))
+                .then(|| v.trim().trim_matches('"').parse::<u64>().ok())
+                .flatten()
+        })
+        .next()
+        .map(|n| n.min(MAX_WAIT_SECS))
+}
+
 pub async fn submit(State(state): State<AppState>, req: FunctionCall) -> ApiResult<Response> {
+    let wait = preferred_wait(&req.meta);
     let task = state
         .tasks
         .submit(&req.tenant, &req.name, req.meta, req.body)
         .await?;
-    let mut resp = (StatusCode::ACCEPTED, Json(TaskView::from(&task))).into_response();
+    if let Some(secs) = wait.filter(|s| *s > 0) {
+        let done = state
+            .tasks
+            .wait_finished(&req.tenant, task.id, std::time::Duration::from_secs(secs))
+            .await?;
+        if let Some(done) = done {
+            let mut resp = finished_response(&state, &done).await?;
+            if let Ok(v) = HeaderValue::from_str(&format!("wait={secs}")) {
+                resp.headers_mut().insert("preference-applied", v);
+            }
+            return Ok(resp);
+        }
+    }
+    accepted(&task)
+}
+
+/// The inline answer to a task that finished while its caller waited: the
+/// output as a sync call would give it, or the same error.
+async fn finished_response(state: &AppState, task: &TaskRecord) -> ApiResult<Response> {
+    let mut resp = if task.status == TaskStatus::Succeeded {
+        payload(
+            state,
+            &task.tenant,
+            &task.id.to_string(),
+            PayloadKind::Output,
+            "application/octet-stream",
+        )
+        .await?
+    } else {
+        let result = berth_scheduler::CallResult {
+            status: task.status,
+            exit_code: task.exit_code,
+            error: task.error.clone(),
+            timing: task.timing.clone(),
+            usage: task.usage.clone(),
+            stderr_tail: String::new(),
+        };
+        call_error(&result, task.id).into_response()
+    };
+    if let Ok(id) = HeaderValue::from_str(&task.id.to_string()) {
+        resp.headers_mut().insert(TASK_ID_HEADER, id);
+    }
+    resp.headers_mut()
+        .insert(VERSION_HEADER, HeaderValue::from(task.version));
+    Ok(resp)
+}
+
+fn accepted(task: &TaskRecord) -> ApiResult<Response> {
+    let mut resp = (StatusCode::ACCEPTED, Json(TaskView::from(task))).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/tasks/{}", task.id)) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }

@@ -77,7 +77,7 @@ impl FakeExecutor {
             .unwrap()
             .iter()
             .find(|(t, _)| *t == id)
-            .map(|(_, e)| *e)
+            .map(|(_, e)| e.clone())
     }
 }
 
@@ -99,6 +99,11 @@ impl Executor for FakeExecutor {
     }
 
     async fn run(&self, spec: RunSpec, stdin: InputStream) -> Result<Invocation, ExecError> {
+        if spec.command.as_ref().is_some_and(|c| c[0] == "busy") {
+            return Err(ExecError::Busy(
+                "2 instances busy and 3 requests queued".into(),
+            ));
+        }
         self.started.lock().unwrap().push(spec.clone());
         let (out_tx, out_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (err_tx, err_rx) = mpsc::channel(CHANNEL_DEPTH);
@@ -114,15 +119,18 @@ impl Executor for FakeExecutor {
                 cancel: spec.cancel.clone(),
             };
             let command = spec.command.clone().unwrap_or_default();
-            let exit = match script(&mut proc, &command, &spec.env, stdin).await {
+            let env: Vec<_> = spec.env.iter().chain(&spec.request_env).cloned().collect();
+            let exit = match script(&mut proc, &command, &env, stdin).await {
                 Ok(code) => Exit::Code(code),
                 Err(interrupted) => interrupted,
             };
-            finished.lock().unwrap().push((spec.task_id, exit));
+            finished.lock().unwrap().push((spec.task_id, exit.clone()));
             let Proc { tail, .. } = proc;
             let _ = done_tx.send(Ok(RunOutcome {
                 exit,
                 stderr_tail: tail,
+                queued_ms: 0,
+                pull_ms: None,
                 start_ms: 0,
                 run_ms: i64::try_from(began.elapsed().as_millis()).unwrap_or(i64::MAX),
                 cpu_ms: None,
@@ -130,11 +138,18 @@ impl Executor for FakeExecutor {
             }));
         });
         Ok(Invocation {
+            head: None,
             stdout: out_rx,
             stderr: err_rx,
             done: done_rx,
         })
     }
+
+    async fn prepare(&self, _spec: &RunSpec) -> Result<(), ExecError> {
+        Ok(())
+    }
+
+    fn retire(&self, _tenant: &str, _function: &str, _keep: Option<i64>) {}
 
     async fn reap_orphans(&self) -> Result<usize, ExecError> {
         Ok(0)
@@ -145,11 +160,12 @@ impl Executor for FakeExecutor {
             id: "fake".into(),
             capacity: 64,
             running: 0,
+            instances: vec![],
             healthy: true,
         }
     }
 
-    fn has_room(&self) -> bool {
+    fn has_room(&self, _spec: &RunSpec) -> bool {
         true
     }
 }
@@ -1098,6 +1114,56 @@ async fn invoke_round_trips_the_body_and_records_the_task() {
     let r = h.post("/v1/functions/up/invoke", "").await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_busy_function_is_429_with_retry_after_and_records_why() {
+    let h = harness(false).await;
+    h.deploy("full", json!({"image": "img", "command": ["busy"]}))
+        .await;
+    let r = h.post("/v1/functions/full/invoke", "x").await;
+    check(&r, StatusCode::TOO_MANY_REQUESTS, "busy");
+    assert_eq!(r.header("retry-after"), Some("1"));
+}
+
+#[tokio::test]
+async fn scaling_settings_are_validated_and_shown() {
+    let h = harness(false).await;
+    for (bad, fragment) in [
+        (json!({"image": "i", "concurrency": 0}), "concurrency"),
+        (
+            json!({"image": "i", "min_instances": 3, "max_instances": 2}),
+            "min_instances",
+        ),
+        (json!({"image": "i", "max_instances": 0}), "max_instances"),
+        (
+            json!({"image": "i", "queue_timeout_secs": 0}),
+            "queue_timeout_secs",
+        ),
+    ] {
+        let r = h.put_json("/v1/functions/f", bad.to_string()).await;
+        let v = check(&r, StatusCode::BAD_REQUEST, "invalid_function");
+        let msg = v["error"]["message"].as_str().unwrap();
+        assert!(msg.contains(fragment), "{bad}: {msg}");
+    }
+    let r = h
+        .put_json(
+            "/v1/functions/f",
+            json!({"image": "i", "mode": "turbo"}).to_string(),
+        )
+        .await;
+    let v = check(&r, StatusCode::BAD_REQUEST, "invalid_json");
+    assert!(v["error"]["message"].as_str().unwrap().contains("turbo"));
+    let v = h
+        .deploy(
+            "f",
+            json!({"image": "i", "mode": "http", "min_instances": 1}),
+        )
+        .await;
+    assert_eq!(v["latest"]["mode"], "http");
+    assert_eq!(v["latest"]["min_instances"], 1);
+    assert_eq!(v["latest"]["concurrency"], 4);
+    assert_eq!(v["latest"]["max_queue"], 64);
 }
 
 #[tokio::test]

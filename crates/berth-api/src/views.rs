@@ -57,16 +57,14 @@ impl From<&TaskRecord> for TaskView {
     }
 }
 
+/// A version as the user defined it (every config field, defaults filled
+/// in) plus what the platform pinned.
 #[derive(Serialize)]
 pub struct VersionView {
     pub version: i64,
-    pub image: String,
+    #[serde(flatten)]
+    pub config: berth_core::FunctionConfig,
     pub image_id: String,
-    pub command: Option<Vec<String>>,
-    pub env: std::collections::BTreeMap<String, String>,
-    pub cpu_millis: u32,
-    pub memory_mb: u32,
-    pub timeout_secs: u32,
     pub created_at: String,
 }
 
@@ -74,13 +72,8 @@ impl From<&FunctionVersion> for VersionView {
     fn from(v: &FunctionVersion) -> Self {
         Self {
             version: v.version,
-            image: v.config.image.clone(),
+            config: v.config.clone(),
             image_id: v.image_id.clone(),
-            command: v.config.command.clone(),
-            env: v.config.env.clone(),
-            cpu_millis: v.config.cpu_millis,
-            memory_mb: v.config.memory_mb,
-            timeout_secs: v.config.timeout_secs,
             created_at: timestamp(v.created_at),
         }
     }

@@ -111,6 +111,54 @@ fn print(v: &Value) -> Result<()> {
     Ok(())
 }
 
+/// How a function's instances run and scale; unset fields keep the
+/// server's defaults.
+#[derive(clap::Args, Debug)]
+pub struct Scaling {
+    /// exec (warm, a process per request), http (warm, a long-lived HTTP
+    /// server on $PORT) or fresh (a container per request).
+    #[arg(long, value_parser = ["exec", "http", "fresh"])]
+    mode: Option<String>,
+    /// Requests one instance serves at once.
+    #[arg(long)]
+    concurrency: Option<u32>,
+    /// Instances kept warm when idle.
+    #[arg(long)]
+    min_instances: Option<u32>,
+    #[arg(long)]
+    max_instances: Option<u32>,
+    /// Seconds an idle instance is kept.
+    #[arg(long)]
+    idle_timeout: Option<u32>,
+    /// Requests that may wait when every instance is busy.
+    #[arg(long)]
+    max_queue: Option<u32>,
+    /// Seconds a request may wait in that queue.
+    #[arg(long)]
+    queue_timeout: Option<u32>,
+}
+
+impl Scaling {
+    fn apply(&self, body: &mut serde_json::Value) {
+        let fields = [
+            ("concurrency", self.concurrency),
+            ("min_instances", self.min_instances),
+            ("max_instances", self.max_instances),
+            ("idle_timeout_secs", self.idle_timeout),
+            ("max_queue", self.max_queue),
+            ("queue_timeout_secs", self.queue_timeout),
+        ];
+        for (key, value) in fields {
+            if let Some(v) = value {
+                body[key] = json!(v);
+            }
+        }
+        if let Some(mode) = &self.mode {
+            body["mode"] = json!(mode);
+        }
+    }
+}
+
 #[derive(Subcommand, Debug)]
 pub enum FnCommand {
     /// Create or update a function; prints the version in force.
@@ -133,6 +181,8 @@ pub enum FnCommand {
         /// Program and arguments replacing the image's entrypoint and command.
         #[arg(long, num_args = 1.., allow_hyphen_values = true)]
         command: Option<Vec<String>>,
+        #[command(flatten)]
+        scaling: Scaling,
     },
     List,
     Get {
@@ -154,8 +204,10 @@ pub async fn function(conn: Conn, cmd: FnCommand) -> Result<u8> {
             timeout,
             env,
             command,
+            scaling,
         } => {
             let mut body = json!({ "image": image });
+            scaling.apply(&mut body);
             if let Some(cpu) = cpu {
                 body["cpu_millis"] = json!(cpu);
             }

@@ -39,6 +39,11 @@ pub struct ServerArgs {
     /// Hours finished tasks (status, output, logs) are kept.
     #[arg(long, env = "BERTH_RETENTION_HOURS", default_value_t = 168)]
     retention_hours: u64,
+    /// The statically linked agent that warm (exec and http mode) instances
+    /// run; by default `berth-agent` next to this binary. Without it only
+    /// `fresh` mode works.
+    #[arg(long, env = "BERTH_AGENT")]
+    agent: Option<PathBuf>,
 }
 
 const ADMIN_KEY_FILE: &str = "admin.key";
@@ -67,10 +72,17 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let store: Arc<dyn Store> = Arc::new(store);
     ensure_admin_key(store.as_ref(), &data_dir).await?;
 
+    let agent = find_agent(args.agent.clone());
+    match &agent {
+        Some(p) => info!(agent = %p.display(), "warm instances enabled"),
+        None => warn!("no berth-agent found: only mode \"fresh\" functions can run (see --agent)"),
+    }
     let executor = DockerExecutor::new(DockerConfig {
         node_id: node_id.clone(),
         boot_id: hex::encode(rand::random::<[u8; 8]>()),
         max_containers: args.max_containers,
+        agent,
+        run_dir: data_dir.join("run"),
         ..DockerConfig::default()
     });
     let executors: Vec<Arc<dyn Executor>> = vec![Arc::new(executor)];
@@ -91,6 +103,15 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     );
     if let Err(e) = tasks.recover_at_start().await {
         warn!(error = %e, "start-up recovery incomplete");
+    }
+    {
+        // Warming up must not delay serving.
+        let tasks = Arc::clone(&tasks);
+        tokio::spawn(async move {
+            if let Err(e) = tasks.prepare_all().await {
+                warn!(error = %e, "could not warm up functions with min_instances");
+            }
+        });
     }
     let shutdown = CancellationToken::new();
     tasks.spawn_background(shutdown.clone());
@@ -174,6 +195,63 @@ async fn replace_admin_key(store: &dyn Store, key: &str) -> Result<()> {
         .put_api_key(ADMIN_TENANT, &hash_key(key), "admin")
         .await?;
     Ok(())
+}
+
+/// The agent given, else `berth-agent` beside this executable. It runs in
+/// images that may hold no libc at all, so a dynamically linked build (a
+/// plain `cargo build`) is refused with a pointer to the static build.
+fn find_agent(given: Option<PathBuf>) -> Option<PathBuf> {
+    let explicit = given.is_some();
+    let candidate = given.or_else(|| {
+        let exe = std::env::current_exe().ok()?;
+        Some(exe.parent()?.join("berth-agent"))
+    })?;
+    let Ok(path) = candidate.canonicalize() else {
+        if explicit {
+            warn!(agent = %candidate.display(), "the agent does not exist");
+        }
+        return None;
+    };
+    match has_interpreter(&path) {
+        Ok(false) => Some(path),
+        Ok(true) => {
+            warn!(agent = %path.display(),
+                "the agent is dynamically linked; build it with scripts/build-agent.sh");
+            None
+        }
+        Err(e) => {
+            warn!(agent = %path.display(), error = %e, "cannot read the agent");
+            None
+        }
+    }
+}
+
+/// Whether an ELF64 little-endian executable names a dynamic loader
+/// (a `PT_INTERP` program header), i.e. is not statically linked.
+fn has_interpreter(path: &Path) -> std::io::Result<bool> {
+    use std::io::{Error, Read};
+    const PT_INTERP: u32 = 3;
+    let mut data = Vec::new();
+    std::fs::File::open(path)?
+        .take(64 * 1024)
+        .read_to_end(&mut data)?;
+    let bad = || Error::other("not an ELF64 little-endian executable");
+    if data.len() < 64 || &data[..4] != b"\x7fELF" || data[4] != 2 || data[5] != 1 {
+        return Err(bad());
+    }
+    let u16_at = |o: usize| u16::from_le_bytes([data[o], data[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(data[32..40].try_into().map_err(|_| bad())?) as usize;
+    let (phentsize, phnum) = (u16_at(54), u16_at(56));
+    for i in 0..phnum {
+        let at = phoff.saturating_add(i.saturating_mul(phentsize));
+        let Some(kind) = data.get(at..at.saturating_add(4)) else {
+            return Err(bad());
+        };
+        if u32::from_le_bytes(kind.try_into().map_err(|_| bad())?) == PT_INTERP {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn node_id(data_dir: &Path) -> Result<String> {
