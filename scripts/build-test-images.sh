@@ -27,6 +27,19 @@ DOCKERFILE
 docker build -q -t berth-test/busybox:latest "$ctx/busybox" >/dev/null
 echo "built berth-test/busybox:latest"
 
+# echo-http: a long-lived HTTP server for http mode, built statically with
+# the agent (which every warm instance needs anyway).
+mapfile -t built < <("$root/scripts/build-agent.sh")
+mkdir -p "$ctx/echo-http"
+cp "${built[1]}" "$ctx/echo-http/echo-http"
+cat > "$ctx/echo-http/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY echo-http /echo-http
+ENTRYPOINT ["/echo-http"]
+DOCKERFILE
+docker build -q -t berth-test/echo-http:latest "$ctx/echo-http" >/dev/null
+echo "built berth-test/echo-http:latest"
+
 if [ "${1:-}" != "--no-examples" ]; then
   "$root/examples/image-ops/build.sh" berth-example/image-ops:latest
 fi

@@ -107,7 +107,9 @@ async fn accepted_tasks_survive_a_sigkill() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cancel_dequeues_or_kills() {
     let server = Server::start_with(&["--async-concurrency", "1"]).await;
-    server.deploy_sh("forever", "sleep 600", json!({})).await;
+    server
+        .deploy_sh("forever", "sleep 600", json!({"mode": "fresh"}))
+        .await;
     let running = server.submit("forever", "").await;
     let queued = server.submit("forever", "").await;
     server.wait_status(&running, "running").await;
@@ -150,7 +152,7 @@ async fn cancel_dequeues_or_kills() {
 async fn sigterm_hands_running_tasks_back_without_spending_an_attempt() {
     let mut server = Server::start_with(&["--shutdown-grace-secs", "1"]).await;
     server
-        .deploy_sh("long", "sleep 4; echo finished", json!({}))
+        .deploy_sh("long", "sleep 4; echo finished", json!({"mode": "fresh"}))
         .await;
     let id = server.submit("long", "").await;
     server.wait_status(&id, "running").await;

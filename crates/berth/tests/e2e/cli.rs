@@ -51,6 +51,8 @@ async fn cli_deploys_invokes_and_follows_tasks() {
             "20",
             "--env",
             "SUFFIX=!",
+            "--max-instances",
+            "3",
             "--command",
             "/bin/sh",
             "-c",
@@ -61,6 +63,8 @@ async fn cli_deploys_invokes_and_follows_tasks() {
     .unwrap();
     assert_eq!(deployed["version"], 1);
     assert_eq!(deployed["latest"]["memory_mb"], 32);
+    assert_eq!(deployed["latest"]["max_instances"], 3);
+    assert_eq!(deployed["latest"]["mode"], "exec");
 
     let out = ok(berth(&server, &["invoke", "shout"], b"hello"));
     assert_eq!(out, "HELLO!");

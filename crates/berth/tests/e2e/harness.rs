@@ -10,6 +10,23 @@ use serde_json::Value;
 
 pub const BUSYBOX: &str = "berth-test/busybox:latest";
 pub const IMAGE_OPS: &str = "berth-example/image-ops:latest";
+pub const ECHO_HTTP: &str = "berth-test/echo-http:latest";
+
+/// The statically linked agent built by `scripts/build-agent.sh`; warm
+/// instances bind-mount it into images that have no libc.
+pub fn agent_path() -> PathBuf {
+    if let Ok(p) = std::env::var("BERTH_TEST_AGENT") {
+        return PathBuf::from(p);
+    }
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../target/x86_64-unknown-linux-gnu/release/berth-agent");
+    assert!(
+        path.is_file(),
+        "{} is missing: run scripts/build-agent.sh first",
+        path.display()
+    );
+    path
+}
 
 /// Liveness bound for anything a test waits on. Not a performance claim:
 /// only there so a broken build fails instead of hanging CI.
@@ -66,6 +83,7 @@ impl Server {
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
             .env_remove("BERTH_ADMIN_KEY")
+            .env("BERTH_AGENT", agent_path())
             .env("BERTH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -9,3 +9,4 @@ mod harness;
 mod image_ops;
 mod sandbox;
 mod sync_calls;
+mod warm;

@@ -177,7 +177,11 @@ async fn failing_function_is_502_with_exit_code_and_stderr_tail() {
 async fn timeout_is_504_and_leaves_no_container() {
     let server = Server::start().await;
     server
-        .deploy_sh("sleepy", "sleep 600", json!({"timeout_secs": 1}))
+        .deploy_sh(
+            "sleepy",
+            "sleep 600",
+            json!({"timeout_secs": 1, "mode": "fresh"}),
+        )
         .await;
     let (status, headers, body) = server.invoke("sleepy", "", "").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);

@@ -1,0 +1,345 @@
+//! Warm instances against the real engine: reuse, scale to zero, minimum
+//! instances, crashes, backpressure, http mode and per-request metering.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+use crate::harness::{
+    ECHO_HTTP, PATIENCE, Server, assert_no_containers, containers, docker_inspect, error_code,
+    wait_for_containers,
+};
+
+fn instances_of(function: &str) -> Vec<String> {
+    containers(&format!("dev.berth.function={function}"))
+}
+
+/// Polls until the function has exactly `n` containers.
+async fn wait_instances(server: &Server, function: &str, n: usize) {
+    let begun = Instant::now();
+    loop {
+        let now = instances_of(function);
+        if now.len() == n {
+            return;
+        }
+        assert!(
+            begun.elapsed() < PATIENCE,
+            "{function} kept {} instances, wanted {n}:\n{}",
+            now.len(),
+            server.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequential_calls_reuse_warm_instances() {
+    let server = Server::start().await;
+    server
+        .deploy(
+            "reuse",
+            json!({"image": crate::harness::BUSYBOX, "command": ["/bin/cat"]}),
+        )
+        .await;
+    let mut seen = HashSet::new();
+    for i in 0..200 {
+        let body = format!("call {i}");
+        let (status, headers, out) = server.invoke("reuse", "", body.clone()).await;
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&out));
+        assert_eq!(out, body.into_bytes());
+        if i == 0 {
+            let timing = headers["server-timing"].to_str().unwrap();
+            assert!(timing.contains("start;dur="), "{timing}");
+        }
+        seen.extend(instances_of("reuse"));
+    }
+    assert!(
+        (1..=2).contains(&seen.len()),
+        "200 sequential calls used {} containers",
+        seen.len()
+    );
+    // The warm container carries the same hardening as a fresh one, plus
+    // the agent, read-only.
+    let id = seen.iter().next().unwrap();
+    let info = docker_inspect(id).expect("inspect");
+    let hc = &info["HostConfig"];
+    assert_eq!(hc["NetworkMode"], "none");
+    assert_eq!(hc["ReadonlyRootfs"], true);
+    assert_eq!(hc["CapDrop"], json!(["ALL"]));
+    let binds: Vec<String> = serde_json::from_value(hc["Binds"].clone()).unwrap();
+    assert!(
+        binds.iter().any(|b| b.ends_with(":/berth/agent:ro")),
+        "{binds:?}"
+    );
+    assert!(
+        !binds.iter().any(|b| b.contains("docker.sock")),
+        "{binds:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_instances_scale_to_zero_and_min_instances_stay() {
+    let server = Server::start().await;
+    server
+        .deploy_sh(
+            "brief",
+            "cat",
+            json!({"idle_timeout_secs": 1, "concurrency": 1}),
+        )
+        .await;
+    server
+        .deploy_sh(
+            "kept",
+            "sleep 1; cat",
+            json!({"idle_timeout_secs": 1, "min_instances": 1, "concurrency": 1}),
+        )
+        .await;
+    // min_instances is honoured from the deploy on, before any call.
+    wait_instances(&server, "kept", 1).await;
+
+    let (status, _, _) = server.invoke("brief", "", "x").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(instances_of("brief").len(), 1);
+    // Three overlapping calls need three instances of `kept`.
+    let calls: Vec<_> = (0..3).map(|_| server.invoke("kept", "", "y")).collect();
+    for (status, _, body) in futures::future::join_all(calls).await {
+        assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    }
+    assert_eq!(instances_of("kept").len(), 3);
+
+    assert_no_containers("dev.berth.function=brief").await;
+    wait_instances(&server, "kept", 1).await;
+    // ... and it stays at one.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(instances_of("kept").len(), 1);
+    let (status, headers, _) = server.invoke("kept", "", "z").await;
+    assert_eq!(status, StatusCode::OK);
+    let timing = headers["server-timing"].to_str().unwrap();
+    assert!(timing.contains("start;dur=0"), "warm call: {timing}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crash_mid_request_is_502_and_the_next_call_works() {
+    let server = Server::start().await;
+    // Reads part of its input, then dies of SIGSEGV.
+    server
+        .deploy_sh(
+            "fragile",
+            r#"read line; if [ "$line" = crash ]; then kill -SEGV $$; fi; echo "ok $line""#,
+            json!({}),
+        )
+        .await;
+    let (status, _, body) = server.invoke("fragile", "", "crash\nmore\n").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    let err: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["error"]["code"], "function_failed", "{err}");
+    assert_eq!(err["error"]["exit_code"], 128 + 11, "{err}");
+    let (status, _, body) = server.invoke("fragile", "", "fine\n").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"ok fine\n");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn timeout_in_a_warm_instance_kills_the_request_not_the_instance() {
+    let server = Server::start().await;
+    server
+        .deploy_sh(
+            "napper",
+            r#"if [ "$QUERY_STRING" = nap ]; then sleep 600; fi; echo awake"#,
+            json!({"timeout_secs": 1, "concurrency": 1, "max_instances": 1}),
+        )
+        .await;
+    let (status, _, body) = server.invoke("napper", "nap", "").await;
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(error_code(&body), "timeout");
+    // The one slot is free again and the same instance serves.
+    let before = instances_of("napper");
+    let (status, _, body) = server.invoke("napper", "", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"awake\n");
+    assert_eq!(instances_of("napper"), before);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_function_answers_429_and_nothing_else_fails() {
+    let server = Server::start().await;
+    server
+        .deploy_sh(
+            "narrow",
+            "sleep 1; echo done",
+            json!({"max_instances": 2, "concurrency": 1, "max_queue": 3, "queue_timeout_secs": 60}),
+        )
+        .await;
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let req = server.req(Method::POST, "/v1/functions/narrow/invoke");
+            async move {
+                let resp = req.send().await.expect("send");
+                let status = resp.status();
+                let retry = resp.headers().get("retry-after").cloned();
+                let body = resp.bytes().await.unwrap();
+                (status, retry, body)
+            }
+        })
+        .collect();
+    let results = futures::future::join_all(calls).await;
+    let mut ok = 0;
+    let mut busy = 0;
+    for (status, retry, body) in &results {
+        match *status {
+            StatusCode::OK => {
+                assert_eq!(&body[..], b"done\n");
+                ok += 1;
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                assert_eq!(error_code(body), "busy");
+                assert!(retry.is_some(), "429 without Retry-After");
+                busy += 1;
+            }
+            other => panic!("unexpected {other}: {}", String::from_utf8_lossy(body)),
+        }
+    }
+    assert!(ok >= 2 && busy > 0, "{ok} ok, {busy} busy");
+    assert!(instances_of("narrow").len() <= 2);
+    server.assert_no_panic();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_mode_proxies_to_one_long_lived_program() {
+    let server = Server::start().await;
+    server
+        .deploy(
+            "echo",
+            json!({"image": ECHO_HTTP, "mode": "http", "concurrency": 8}),
+        )
+        .await;
+    let mut pids = HashSet::new();
+    for i in 1..=3 {
+        let resp = server
+            .req(Method::POST, "/v1/functions/echo/invoke/some/path?x=1")
+            .header("x-test", "yes")
+            .body(format!("hello {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let h = resp.headers().clone();
+        assert_eq!(h["x-echo-count"], i.to_string().as_str(), "same process");
+        assert_eq!(h["x-echo-uri"], "/some/path?x=1");
+        assert_eq!(h["x-echo-test"], "yes");
+        assert!(h.contains_key("x-berth-task-id"));
+        pids.insert(h["x-echo-pid"].to_str().unwrap().to_owned());
+        assert_eq!(resp.bytes().await.unwrap(), format!("hello {i}").as_bytes());
+    }
+    assert_eq!(pids.len(), 1);
+    let post = |path: &str| {
+        server
+            .req(Method::POST, &format!("/v1/functions/echo/invoke{path}"))
+            .send()
+    };
+    // The program's own status is passed through.
+    let resp = post("/status/418").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::IM_A_TEAPOT);
+
+    // The program dying mid-request fails that request cleanly, and a new
+    // instance serves the next one.
+    let resp = post("/crash").await.unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let resp = server
+        .req(Method::POST, "/v1/functions/echo/invoke")
+        .body("again")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-echo-count"], "1", "a fresh process");
+    server.assert_no_panic();
+}
+
+/// The agent meters each request's own CPU time from the kernel.
+#[tokio::test(flavor = "multi_thread")]
+async fn cpu_time_is_metered_per_request() {
+    let server = Server::start().await;
+    server
+        .deploy_sh(
+            "burn",
+            "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; echo $i",
+            json!({"cpu_millis": 1000}),
+        )
+        .await;
+    server
+        .deploy_sh("idle", "sleep 1; echo rested", json!({}))
+        .await;
+    let (status, headers, _) = server.invoke("burn", "", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let id = headers["x-berth-task-id"].to_str().unwrap();
+    let t = server.task(id).await;
+    let cpu = t["usage"]["cpu_ms"].as_i64().expect("cpu_ms recorded");
+    let run = t["timing"]["run_ms"].as_i64().expect("run_ms");
+    // A single-threaded CPU loop uses about as much CPU as wall time.
+    assert!(cpu >= 100, "{t}");
+    assert!(
+        cpu * 10 >= run * 6 && cpu <= run + 50,
+        "cpu {cpu} ms vs run {run} ms: {t}"
+    );
+    assert!(t["usage"]["peak_memory_bytes"].as_i64().unwrap() > 0, "{t}");
+
+    let (status, headers, _) = server.invoke("idle", "", "").await;
+    assert_eq!(status, StatusCode::OK);
+    let t = server
+        .task(headers["x-berth-task-id"].to_str().unwrap())
+        .await;
+    let cpu = t["usage"]["cpu_ms"].as_i64().expect("cpu_ms recorded");
+    assert!(cpu < 100, "sleeping costs little CPU: {t}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prefer_wait_returns_inline_or_falls_back_to_202() {
+    let server = Server::start().await;
+    server.deploy_sh("quick", "tr a-z A-Z", json!({})).await;
+    server
+        .deploy_sh("slow", "sleep 3; echo late", json!({}))
+        .await;
+    let resp = server
+        .req(Method::POST, "/v1/functions/quick/tasks")
+        .header("prefer", "wait=20")
+        .body("inline")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["preference-applied"], "wait=20");
+    let id = resp.headers()["x-berth-task-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(resp.bytes().await.unwrap(), "INLINE");
+    assert_eq!(server.task(&id).await["status"], "succeeded");
+
+    let resp = server
+        .req(Method::POST, "/v1/functions/slow/tasks")
+        .header("prefer", "respond-async, wait=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::ACCEPTED);
+    let v: Value = resp.json().await.unwrap();
+    let t = server.wait_task(v["id"].as_str().unwrap()).await;
+    assert_eq!(t["status"], "succeeded");
+}
+
+/// Stopping the server removes its warm instances.
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_removes_warm_instances() {
+    let mut server = Server::start().await;
+    server.deploy_sh("warm", "cat", json!({})).await;
+    let (status, _, _) = server.invoke("warm", "", "x").await;
+    assert_eq!(status, StatusCode::OK);
+    let label = format!("dev.berth.node={}", server.node_id());
+    wait_for_containers(&label).await;
+    let status = server.terminate().await;
+    assert!(status.success(), "{}", server.log());
+    assert_no_containers(&label).await;
+}
