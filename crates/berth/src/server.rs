@@ -6,11 +6,14 @@ use anyhow::{Context, Result};
 use berth_api::{AppState, generate_key, hash_key};
 use berth_core::ADMIN_TENANT;
 use berth_executor::{DockerConfig, DockerExecutor, Executor};
+use berth_registry::{GcOptions, Registry};
 use berth_scheduler::{Config, TaskManager};
 use berth_store::{Payloads, SqliteStore, Store};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::registry::{StoreAuthenticator, registry_root};
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
@@ -39,6 +42,9 @@ pub struct ServerArgs {
     /// Hours finished tasks (status, output, logs) are kept.
     #[arg(long, env = "BERTH_RETENTION_HOURS", default_value_t = 168)]
     retention_hours: u64,
+    /// Minutes between registry garbage collections (0: never).
+    #[arg(long, env = "BERTH_REGISTRY_GC_MINUTES", default_value_t = 60)]
+    registry_gc_minutes: u64,
 }
 
 const ADMIN_KEY_FILE: &str = "admin.key";
@@ -95,10 +101,30 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     tasks.spawn_background(shutdown.clone());
 
+    let registry_auth = Arc::new(StoreAuthenticator::new(Arc::clone(&store)));
+    let registry = Arc::new(
+        Registry::open(
+            berth_registry::Config::new(registry_root(&data_dir)),
+            registry_auth,
+        )
+        .context("opening the registry")?,
+    );
+    if args.registry_gc_minutes > 0 {
+        berth_registry::spawn_maintenance(
+            Arc::clone(&registry),
+            std::time::Duration::from_secs(args.registry_gc_minutes.saturating_mul(60)),
+            GcOptions::default(),
+            shutdown.clone(),
+        );
+    }
+
+    // The registry's routes carry their own (absent) body limit: image
+    // layers are streamed to disk whatever their size.
     let app = berth_api::router(AppState {
         store,
         tasks: Arc::clone(&tasks),
-    });
+    })
+    .merge(berth_registry::router(registry));
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

@@ -7,5 +7,6 @@ mod cli;
 mod errors;
 mod harness;
 mod image_ops;
+mod registry;
 mod sandbox;
 mod sync_calls;
