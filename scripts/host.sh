@@ -1,6 +1,7 @@
 # Sourced by the other scripts: makes this Debian host ready to run Berth.
 # Installs what is missing (Docker Engine, a static busybox for test images,
-# curl) and starts the engine if none answers. Idempotent.
+# curl, skopeo for the registry tests) and starts the engine if none
+# answers. Idempotent.
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -12,6 +13,7 @@ ensure_packages() {
   command -v docker >/dev/null 2>&1 || missing+=(docker.io)
   [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
+  command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "host: installing ${missing[*]}"
     as_root apt-get update -qq

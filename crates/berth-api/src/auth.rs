@@ -6,10 +6,14 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
+use berth_store::{Store, StoreError};
 use sha2::{Digest, Sha256};
 
 use crate::AppState;
 use crate::error::ApiError;
+
+/// Longer keys are refused unhashed: no real key is anywhere near this.
+const MAX_KEY_LEN: usize = 256;
 
 /// The tenant a request acts as, put in the request extensions by [`require_key`].
 #[derive(Debug, Clone)]
@@ -34,6 +38,16 @@ fn rand_bytes() -> [u8; 32] {
     out
 }
 
+/// The tenant a presented key belongs to, if any: the one place a key is
+/// checked, shared by the API and the registry's login.
+pub async fn tenant_for_key(store: &dyn Store, key: &str) -> Result<Option<String>, StoreError> {
+    let key = key.trim();
+    if key.is_empty() || key.len() > MAX_KEY_LEN {
+        return Ok(None);
+    }
+    store.tenant_for_key(&hash_key(key)).await
+}
+
 pub async fn require_key(
     State(state): State<AppState>,
     mut req: Request,
@@ -47,12 +61,8 @@ pub async fn require_key(
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .map(str::trim)
-        .filter(|k| !k.is_empty() && k.len() <= 256)
         .ok_or_else(ApiError::unauthorized)?;
-    let tenant = state
-        .store
-        .tenant_for_key(&hash_key(presented))
+    let tenant = tenant_for_key(state.store.as_ref(), presented)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
     req.extensions_mut().insert(Tenant(tenant));

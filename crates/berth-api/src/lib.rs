@@ -23,7 +23,7 @@ use axum::routing::{get, post};
 use berth_scheduler::TaskManager;
 use berth_store::Store;
 
-pub use auth::{generate_key, hash_key};
+pub use auth::{generate_key, hash_key, tenant_for_key};
 pub use error::ApiError;
 
 #[derive(Clone)]

@@ -1,6 +1,7 @@
 //! `berth`: the all-in-one server (`berth server`) and the client commands.
 
 mod client;
+mod registry;
 mod server;
 
 use std::path::PathBuf;
@@ -44,6 +45,18 @@ enum Command {
         #[command(subcommand)]
         command: client::TaskCommand,
     },
+    /// Log Docker in to the server's registry, so `docker push HOST:PORT/<tenant>/...` works.
+    Login {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(flatten)]
+        args: client::LoginArgs,
+    },
+    /// Registry maintenance on a local data directory.
+    Registry {
+        #[command(subcommand)]
+        command: registry::RegistryCommand,
+    },
 }
 
 /// Where `berth server` keeps its state unless told otherwise.
@@ -72,6 +85,8 @@ fn main() -> std::process::ExitCode {
             Command::Function { conn, command } => client::function(conn, command).await,
             Command::Invoke { conn, args } => client::invoke(conn, args).await,
             Command::Task { conn, command } => client::task(conn, command).await,
+            Command::Login { conn, args } => client::login(conn, args).await,
+            Command::Registry { command } => registry::command(command).await,
         }
     });
     match result {

@@ -5,12 +5,15 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use berth_api::{AppState, generate_key, hash_key};
 use berth_core::ADMIN_TENANT;
-use berth_executor::{DockerConfig, DockerExecutor, Executor};
+use berth_executor::{DockerConfig, DockerExecutor, Executor, PullCredentials};
+use berth_registry::{GcOptions, Registry};
 use berth_scheduler::{Config, TaskManager};
 use berth_store::{Payloads, SqliteStore, Store};
 use clap::Args;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
+
+use crate::registry::{RegistryResolver, StoreAuthenticator, registry_root};
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
@@ -44,6 +47,9 @@ pub struct ServerArgs {
     /// `fresh` mode works.
     #[arg(long, env = "BERTH_AGENT")]
     agent: Option<PathBuf>,
+    /// Minutes between registry garbage collections (0: never).
+    #[arg(long, env = "BERTH_REGISTRY_GC_MINUTES", default_value_t = 60)]
+    registry_gc_minutes: u64,
 }
 
 const ADMIN_KEY_FILE: &str = "admin.key";
@@ -77,6 +83,20 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         Some(p) => info!(agent = %p.display(), "warm instances enabled"),
         None => warn!("no berth-agent found: only mode \"fresh\" functions can run (see --agent)"),
     }
+    // Bound before anything else: the engine pulls function images from
+    // this very address.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let loopback = std::net::SocketAddr::new(
+        if addr.ip().is_unspecified() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            addr.ip()
+        },
+        addr.port(),
+    );
     let executor = DockerExecutor::new(DockerConfig {
         node_id: node_id.clone(),
         boot_id: hex::encode(rand::random::<[u8; 8]>()),
@@ -84,6 +104,13 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         agent,
         run_dir: data_dir.join("run"),
         ..DockerConfig::default()
+    });
+    let registry_auth = Arc::new(StoreAuthenticator::new(Arc::clone(&store)));
+    let pull = registry_auth.internal_pull_credential();
+    executor.set_pull_credentials(PullCredentials {
+        server: loopback.to_string(),
+        username: pull.username.clone(),
+        password: pull.password.clone(),
     });
     let executors: Vec<Arc<dyn Executor>> = vec![Arc::new(executor)];
 
@@ -116,14 +143,39 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let shutdown = CancellationToken::new();
     tasks.spawn_background(shutdown.clone());
 
+    let registry = Arc::new(
+        Registry::open(
+            berth_registry::Config::new(registry_root(&data_dir)),
+            registry_auth,
+        )
+        .context("opening the registry")?,
+    );
+    if args.registry_gc_minutes > 0 {
+        berth_registry::spawn_maintenance(
+            Arc::clone(&registry),
+            std::time::Duration::from_secs(args.registry_gc_minutes.saturating_mul(60)),
+            GcOptions::default(),
+            shutdown.clone(),
+        );
+    }
+
+    tasks.set_image_resolver(Arc::new(RegistryResolver {
+        registry: Arc::clone(&registry),
+        pull_host: loopback.to_string(),
+        aliases: vec![
+            addr.to_string(),
+            loopback.to_string(),
+            format!("localhost:{}", addr.port()),
+        ],
+    }));
+
+    // The registry's routes carry their own (absent) body limit: image
+    // layers are streamed to disk whatever their size.
     let app = berth_api::router(AppState {
         store,
         tasks: Arc::clone(&tasks),
-    });
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    })
+    .merge(berth_registry::router(registry));
     let url = format!("http://{addr}");
     write_private(&data_dir.join(ENDPOINT_FILE), &format!("{url}\n"))?;
     info!(%url, data_dir = %data_dir.display(), node = %node_id, "berth server listening");

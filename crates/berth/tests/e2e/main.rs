@@ -7,6 +7,7 @@ mod cli;
 mod errors;
 mod harness;
 mod image_ops;
+mod registry;
 mod sandbox;
 mod sync_calls;
 mod warm;
