@@ -1,6 +1,8 @@
 //! The user commands: thin HTTP calls to a server, streaming where data is
 //! large (invoke and task output).
 
+use std::io::IsTerminal;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -272,7 +274,15 @@ pub async fn invoke(conn: Conn, args: InvokeArgs) -> Result<u8> {
         path.push_str(q.trim_start_matches('?'));
     }
     // stdin is streamed, never read whole: inputs may be larger than memory.
-    let stdin = ReaderStream::new(tokio::io::stdin());
+    let upload = progress_bar(stdin_len(), "sent");
+    let stdin = {
+        let upload = upload.clone();
+        ReaderStream::with_capacity(tokio::io::stdin(), 256 * 1024).inspect(move |chunk| {
+            if let Ok(c) = chunk {
+                upload.inc(c.len() as u64);
+            }
+        })
+    };
     let mut req = c
         .request(Method::POST, &path)
         .body(reqwest::Body::wrap_stream(stdin));
@@ -280,6 +290,7 @@ pub async fn invoke(conn: Conn, args: InvokeArgs) -> Result<u8> {
         req = req.header(reqwest::header::CONTENT_TYPE, ct);
     }
     let resp = check(req.send().await.context("cannot reach the server")?).await?;
+    upload.finish_and_clear();
     if args.asynchronous {
         let v: Value = resp.json().await?;
         println!("{}", v["id"].as_str().unwrap_or_default());
@@ -290,14 +301,44 @@ pub async fn invoke(conn: Conn, args: InvokeArgs) -> Result<u8> {
 }
 
 async fn copy_to_stdout(resp: Response) -> Result<()> {
+    let bar = progress_bar(resp.content_length(), "received");
     let mut out = tokio::io::stdout();
     let mut body = resp.bytes_stream();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.context("the response was cut off (the function failed mid-stream?)")?;
+        bar.inc(chunk.len() as u64);
         out.write_all(&chunk).await?;
     }
     out.flush().await?;
+    bar.finish_and_clear();
     Ok(())
+}
+
+/// The size of stdin when it is a regular file (`< photo.jpg`).
+fn stdin_len() -> Option<u64> {
+    let meta = std::fs::metadata("/dev/stdin").ok()?;
+    meta.is_file().then_some(meta.len())
+}
+
+/// A byte counter on stderr for transfers large enough to wait for. It
+/// draws only when stderr is a terminal, so pipes and scripts see nothing.
+fn progress_bar(len: Option<u64>, what: &'static str) -> indicatif::ProgressBar {
+    const WORTH_SHOWING: u64 = 8 * 1024 * 1024;
+    let target = if std::io::stderr().is_terminal() && len.is_none_or(|n| n >= WORTH_SHOWING) {
+        indicatif::ProgressDrawTarget::stderr()
+    } else {
+        indicatif::ProgressDrawTarget::hidden()
+    };
+    let bar = indicatif::ProgressBar::with_draw_target(len, target);
+    let style = match len {
+        Some(_) => "{bytes}/{total_bytes} {msg} [{bar:30}] {bytes_per_sec}, {eta} left",
+        None => "{bytes} {msg} {bytes_per_sec}",
+    };
+    if let Ok(s) = indicatif::ProgressStyle::with_template(style) {
+        bar.set_style(s.progress_chars("=> "));
+    }
+    bar.set_message(what);
+    bar
 }
 
 #[derive(Subcommand, Debug)]
