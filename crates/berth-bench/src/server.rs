@@ -1,0 +1,260 @@
+//! A real `berth server` in a throwaway data directory. Dropping it stops
+//! the server with SIGTERM and removes every container it left, so an
+//! error halfway through a run leaves nothing behind.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use hyper::Method;
+use hyper::header::HeaderValue;
+use serde_json::Value;
+
+use crate::client::{Conn, Reply};
+
+/// Longest the server may take to come up or to stop on SIGTERM; past it
+/// something is broken, not slow.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct BerthServer {
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub key: String,
+    node: String,
+    auth: HeaderValue,
+    admin: Option<Conn>,
+}
+
+impl BerthServer {
+    pub async fn start(berth: &Path, agent: &Path, max_containers: usize) -> Result<Self> {
+        let dir = tempfile::Builder::new().prefix("berth-bench.").tempdir()?;
+        let log = std::fs::File::create(dir.path().join("server.log"))?;
+        let child = Command::new(berth)
+            .arg("server")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .args(["--max-containers", &max_containers.to_string()])
+            .arg("--agent")
+            .arg(agent)
+            .env_remove("BERTH_ADMIN_KEY")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("starting {}", berth.display()))?;
+        // Owned from here on, so a failed start is cleaned up by Drop.
+        let mut server = Self {
+            dir,
+            child: Some(child),
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            key: String::new(),
+            node: String::new(),
+            auth: HeaderValue::from_static(""),
+            admin: None,
+        };
+        let begun = Instant::now();
+        let endpoint = server.dir.path().join("endpoint");
+        let url = loop {
+            if let Ok(url) = std::fs::read_to_string(&endpoint) {
+                break url.trim().to_owned();
+            }
+            if let Some(child) = server.child.as_mut()
+                && let Some(status) = child.try_wait()?
+            {
+                bail!(
+                    "berth server exited with {status}:\n{}",
+                    server.log_tail(40)
+                );
+            }
+            if begun.elapsed() > PATIENCE {
+                bail!("berth server did not come up:\n{}", server.log_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        server.addr = url
+            .strip_prefix("http://")
+            .unwrap_or(&url)
+            .parse()
+            .with_context(|| format!("endpoint {url}"))?;
+        let read = |name: &str| {
+            std::fs::read_to_string(server.dir.path().join(name))
+                .map(|s| s.trim().to_owned())
+                .with_context(|| format!("{name} in the data directory"))
+        };
+        let (key, node) = (read("admin.key")?, read("node-id")?);
+        server.auth = HeaderValue::from_str(&format!("Bearer {key}"))?;
+        server.key = key;
+        server.node = node;
+        server.admin = Some(Conn::open(server.addr).await?);
+        loop {
+            let r = server.call(Method::GET, "/healthz", None).await;
+            if r.as_ref().is_ok_and(|r| r.status.is_success()) {
+                break;
+            }
+            if begun.elapsed() > PATIENCE {
+                bail!("berth server is not healthy:\n{}", server.log_tail(40));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(server)
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(self.dir.path(), lines)
+    }
+
+    async fn call(&mut self, method: Method, path: &str, json: Option<&Value>) -> Result<Reply> {
+        let body = json.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
+        let auth = self.auth.clone();
+        let Some(admin) = self.admin.as_mut() else {
+            bail!("berth server is not up");
+        };
+        admin
+            .request(method, path, Some(&auth), "application/json", body)
+            .await
+    }
+
+    pub async fn deploy(&mut self, name: &str, config: Value) -> Result<()> {
+        let reply = self
+            .call(Method::PUT, &format!("/v1/functions/{name}"), Some(&config))
+            .await?;
+        reply.ensure_ok(&format!("deploying {name}"))
+    }
+
+    /// Deletes the function and stops its instances at once, so one
+    /// phase's containers are not torn down in the middle of the next
+    /// phase's samples (a deleted function's idle instances would
+    /// otherwise wait out their idle timeout). The server notices its
+    /// instances die and removes them itself.
+    pub async fn delete(&mut self, name: &str) -> Result<()> {
+        let reply = self
+            .call(Method::DELETE, &format!("/v1/functions/{name}"), None)
+            .await?;
+        reply.ensure_ok(&format!("deleting {name}"))?;
+        let ids = self.containers_of(name)?;
+        if !ids.is_empty() {
+            let _ = Command::new("docker")
+                .arg("kill")
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .context("docker kill")?;
+        }
+        self.wait_no_containers(name, PATIENCE).await
+    }
+
+    /// Containers (running or not) this server has for a function.
+    pub fn containers_of(&self, function: &str) -> Result<Vec<String>> {
+        docker_ps(&[
+            &format!("label=dev.berth.node={}", self.node),
+            &format!("label=dev.berth.function={function}"),
+        ])
+    }
+
+    pub async fn wait_no_containers(&self, function: &str, limit: Duration) -> Result<()> {
+        let begun = Instant::now();
+        while !self.containers_of(function)?.is_empty() {
+            if begun.elapsed() > limit {
+                bail!("{function} still has containers after {limit:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Ok(())
+    }
+
+    /// CPU time the server process has used so far (user + system).
+    pub fn cpu_time(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
+        // The command name may hold spaces; the fields after it do not.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks: u64 =
+            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+        let hz = rustix::param::clock_ticks_per_second();
+        Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+    }
+
+    /// SIGTERM, a bounded wait, then SIGKILL; then the containers go.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            terminate(&mut child);
+        }
+        // Without a node id the server never got far enough to start any.
+        if self.node.is_empty() {
+            return;
+        }
+        match docker_ps(&[&format!("label=dev.berth.node={}", self.node)]) {
+            Ok(ids) if !ids.is_empty() => {
+                let _ = Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+            Ok(_) => {}
+            Err(e) => eprintln!("berth-bench: could not list containers to remove: {e:#}"),
+        }
+    }
+}
+
+impl Drop for BerthServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn terminate(child: &mut Child) {
+    if let Ok(None) = child.try_wait() {
+        let pid = rustix::process::Pid::from_child(child);
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        let begun = Instant::now();
+        while begun.elapsed() < PATIENCE {
+            if let Ok(Some(_)) = child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        eprintln!("berth-bench: the server ignored SIGTERM; killing it");
+        let _ = child.kill();
+    }
+    let _ = child.wait();
+}
+
+fn log_tail(dir: &Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+pub fn docker_ps(filters: &[&str]) -> Result<Vec<String>> {
+    let mut cmd = Command::new("docker");
+    cmd.args(["ps", "-aq", "--no-trunc"]);
+    for f in filters {
+        cmd.args(["--filter", f]);
+    }
+    let out = cmd.output().context("running docker ps")?;
+    if !out.status.success() {
+        bail!("docker ps: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect())
+}
+
+/// The path of a file that must exist, for error messages that say which.
+pub fn existing(path: &Path, what: &str) -> Result<PathBuf> {
+    path.canonicalize()
+        .with_context(|| format!("{what} not found at {}", path.display()))
+}
