@@ -220,6 +220,13 @@ async fn payload(
         .await
         .map_err(|_| ApiError::internal())?;
     let Some(file) = file else {
+        if kind == PayloadKind::Logs {
+            // Log files are made only for tasks that wrote to stderr.
+            let mut resp = Response::new(Body::empty());
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+            return Ok(resp);
+        }
         let why = match (kind, task.kind) {
             (PayloadKind::Output, berth_core::TaskKind::Sync) => {
                 "a sync call's output went to its caller and is not stored"

@@ -389,7 +389,12 @@ impl<L: Launcher> Pools<L> {
             } else {
                 pool.settings.min_instances as usize
             };
-            let idle_timeout = pool.settings.idle_timeout;
+            // A retired version (superseded or deleted) keeps nothing idle.
+            let idle_timeout = if pool.retired {
+                Duration::ZERO
+            } else {
+                pool.settings.idle_timeout
+            };
             let mut idle: Vec<usize> = pool
                 .ready
                 .iter()

@@ -332,6 +332,18 @@ pub(crate) async fn run(
         0
     };
     let queued_ms = (waited - start_ms).max(0);
+    // The API keeps the entity headers apart (CGI has its own variables for
+    // them); an http-mode program gets them back as headers. With the
+    // length known the body goes out with Content-Length, not chunked: a
+    // program that does not set TCP_NODELAY would otherwise answer a
+    // chunked request only after a 40 ms delayed ACK.
+    let mut headers = spec.request.headers.clone();
+    if let Some(ct) = &spec.request.content_type {
+        headers.push(("content-type".into(), ct.clone()));
+    }
+    if let Some(len) = spec.request.content_length {
+        headers.push(("content-length".into(), len.to_string()));
+    }
     let head = RequestHead {
         env: spec.request_env.clone(),
         method: spec.request.method.clone(),
@@ -341,7 +353,7 @@ pub(crate) async fn run(
             spec.request.path.clone()
         },
         query: spec.request.query.clone(),
-        headers: spec.request.headers.clone(),
+        headers,
         timeout_ms: u64::try_from(spec.timeout.as_millis()).unwrap_or(u64::MAX),
     };
     let call = match client::call(&lease.instance.socket, head, stdin).await {

@@ -381,7 +381,8 @@ impl TaskManager {
                 Ok(Ok(o)) => o.stderr_tail.trim_end().to_owned(),
                 _ => String::new(),
             };
-            let finish = finish_from(outcome);
+            let mut finish = finish_from(outcome);
+            finish.durable = false;
             this.commit_logs(id, logs).await;
             match this.store.finish_task(id, 1, &finish).await {
                 Ok(_) => {}
@@ -515,16 +516,27 @@ impl TaskManager {
         id: TaskId,
         mut stderr: mpsc::Receiver<Bytes>,
     ) -> Option<berth_store::PayloadWriter> {
-        let mut writer = match self.payloads.create(id, PayloadKind::Logs).await {
-            Ok(w) => Some(w),
-            Err(e) => {
-                warn!(task = %id, error = %e, "cannot store logs");
-                None
-            }
-        };
+        // The file is made on the first byte: most calls write no stderr,
+        // and a file (with its fsyncs) per call is most of a warm call's
+        // cost. A task without one has empty logs.
+        let mut writer: Option<berth_store::PayloadWriter> = None;
+        let mut failed = false;
         let cap = self.cfg.max_log_bytes;
         let mut truncated = false;
         while let Some(chunk) = stderr.recv().await {
+            if chunk.is_empty() || failed {
+                continue;
+            }
+            if writer.is_none() {
+                match self.payloads.create(id, PayloadKind::Logs).await {
+                    Ok(w) => writer = Some(w),
+                    Err(e) => {
+                        warn!(task = %id, error = %e, "cannot store logs");
+                        failed = true;
+                        continue;
+                    }
+                }
+            }
             let Some(w) = writer.as_mut() else { continue };
             if truncated {
                 continue;
@@ -534,6 +546,7 @@ impl TaskManager {
             if let Err(e) = w.write(part).await {
                 warn!(task = %id, error = %e, "log write failed");
                 writer = None;
+                failed = true;
                 continue;
             }
             if part.len() < chunk.len() {
@@ -541,6 +554,7 @@ impl TaskManager {
                 let note = format!("\n[berth: logs truncated at {cap} bytes]\n");
                 if w.write(note.as_bytes()).await.is_err() {
                     writer = None;
+                    failed = true;
                 }
             }
         }
@@ -738,5 +752,6 @@ fn finish_from(
             run_ms: Some(outcome.run_ms),
         },
         output_bytes: None,
+        durable: true,
     }
 }

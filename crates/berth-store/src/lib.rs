@@ -66,6 +66,10 @@ pub struct Finish {
     /// to the time the task already spent in the store's queue.
     pub timing: Timing,
     pub output_bytes: Option<i64>,
+    /// Whether the result must survive power loss before this returns.
+    /// A sync call's result has already gone to its caller; an async
+    /// task's is what its caller will read.
+    pub durable: bool,
 }
 
 impl Finish {
@@ -78,6 +82,7 @@ impl Finish {
             usage: Usage::default(),
             timing: Timing::default(),
             output_bytes: None,
+            durable: true,
         }
     }
 }
@@ -139,10 +144,10 @@ pub trait Store: Send + Sync + 'static {
     /// `function_deleted`. Returns false when there was no such function.
     async fn delete_function(&self, tenant: &str, name: &str) -> Result<bool>;
 
-    /// Durably records a task. For async tasks this is the commit point:
-    /// once it returns, the task will run.
-    /// A sync task is inserted already running under `lease`, saving a
-    /// second synchronous commit on the request path.
+    /// Records a task. For async tasks this is the durable commit point:
+    /// once it returns, the task will run. A sync task is inserted already
+    /// running under `lease`, and not forced to disk: if the machine loses
+    /// power, its caller has lost the call anyway.
     async fn insert_task(&self, task: &TaskRecord, lease: Option<&Lease>) -> Result<()>;
     async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>>;
     async fn list_tasks(&self, tenant: &str, filter: &TaskFilter) -> Result<TaskPage>;

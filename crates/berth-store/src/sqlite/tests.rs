@@ -24,6 +24,7 @@ fn finish(status: TaskStatus) -> Finish {
         usage: Usage::default(),
         timing: Timing::default(),
         output_bytes: Some(1),
+        durable: true,
     }
 }
 
