@@ -8,6 +8,9 @@ use axum::middleware::Next;
 use axum::response::Response;
 use berth_store::{Store, StoreError};
 use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -38,14 +41,51 @@ fn rand_bytes() -> [u8; 32] {
     out
 }
 
+/// How long a key found valid is trusted without asking the store again.
+/// Every call checks its key, and the store round trip was a fifth of a
+/// warm call's server time; a revoked key stops working within this.
+const KEY_TTL: Duration = Duration::from_secs(2);
+/// Bound on remembered keys; past it the memory starts over.
+const KEY_CACHE_MAX: usize = 10_000;
+
+type KeyCache = Mutex<HashMap<[u8; 32], (String, Instant)>>;
+
+fn key_cache() -> &'static KeyCache {
+    static CACHE: OnceLock<KeyCache> = OnceLock::new();
+    CACHE.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
 /// The tenant a presented key belongs to, if any: the one place a key is
-/// checked, shared by the API and the registry's login.
+/// checked, shared by the API and the registry's login. Only valid keys
+/// are remembered, so unknown keys cannot fill the cache.
 pub async fn tenant_for_key(store: &dyn Store, key: &str) -> Result<Option<String>, StoreError> {
     let key = key.trim();
     if key.is_empty() || key.len() > MAX_KEY_LEN {
         return Ok(None);
     }
-    store.tenant_for_key(&hash_key(key)).await
+    let hash = hash_key(key);
+    {
+        let cache = key_cache().lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((tenant, at)) = cache.get(&hash)
+            && at.elapsed() < KEY_TTL
+        {
+            return Ok(Some(tenant.clone()));
+        }
+    }
+    let found = store.tenant_for_key(&hash).await?;
+    let mut cache = key_cache().lock().unwrap_or_else(|p| p.into_inner());
+    match &found {
+        Some(tenant) => {
+            if cache.len() >= KEY_CACHE_MAX {
+                cache.clear();
+            }
+            cache.insert(hash, (tenant.clone(), Instant::now()));
+        }
+        None => {
+            cache.remove(&hash);
+        }
+    }
+    Ok(found)
 }
 
 pub async fn require_key(

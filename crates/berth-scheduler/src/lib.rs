@@ -140,7 +140,13 @@ pub struct TaskManager {
     /// Async tasks finished by this process, for callers waiting on them.
     finished: broadcast::Sender<TaskId>,
     resolver: std::sync::OnceLock<Arc<dyn ImageResolver>>,
+    /// Latest versions recently read, by (tenant, name): every call needs
+    /// one, and versions are immutable. Deploys and deletes here update it
+    /// at once; another replica's within [`LATEST_TTL`].
+    latest: Mutex<HashMap<(String, String), (FunctionVersion, std::time::Instant)>>,
 }
+
+const LATEST_TTL: Duration = Duration::from_secs(1);
 
 impl TaskManager {
     pub fn new(
@@ -159,6 +165,7 @@ impl TaskManager {
             reaped: AtomicBool::new(false),
             finished: broadcast::channel(1024).0,
             resolver: std::sync::OnceLock::new(),
+            latest: Mutex::new(HashMap::new()),
         })
     }
 
@@ -209,6 +216,8 @@ impl TaskManager {
             .store
             .put_function(tenant, name, &config, &image_id)
             .await?;
+        self.lock_latest()
+            .remove(&(tenant.to_owned(), name.to_owned()));
         self.prepare(&version).await;
         Ok((version, new))
     }
@@ -246,17 +255,39 @@ impl TaskManager {
 
     /// Lets a deleted function's instances go.
     pub fn retire(&self, tenant: &str, name: &str) {
+        self.lock_latest()
+            .remove(&(tenant.to_owned(), name.to_owned()));
         for e in &self.executors {
             e.retire(tenant, name, None);
         }
     }
 
     async fn latest(&self, tenant: &str, name: &str) -> Result<FunctionVersion, SchedError> {
-        self.store
+        let key = (tenant.to_owned(), name.to_owned());
+        if let Some((v, at)) = self.lock_latest().get(&key)
+            && at.elapsed() < LATEST_TTL
+        {
+            return Ok(v.clone());
+        }
+        let v = self
+            .store
             .get_function(tenant, name)
             .await?
             .map(|f| f.latest)
-            .ok_or_else(|| SchedError::FunctionNotFound(name.to_owned()))
+            .ok_or_else(|| SchedError::FunctionNotFound(name.to_owned()))?;
+        let mut cache = self.lock_latest();
+        if cache.len() >= 10_000 {
+            cache.clear();
+        }
+        cache.insert(key, (v.clone(), std::time::Instant::now()));
+        Ok(v)
+    }
+
+    fn lock_latest(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<(String, String), (FunctionVersion, std::time::Instant)>>
+    {
+        self.latest.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn spec(&self, v: &FunctionVersion, task: &TaskRecord, cancel: CancellationToken) -> RunSpec {
