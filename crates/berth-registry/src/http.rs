@@ -326,20 +326,40 @@ async fn read_capped(headers: &HeaderMap, body: Body, max: usize) -> Result<Byte
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
+    let mut stream = body.into_data_stream();
     if declared.is_some_and(|n| n > max as u64) {
+        discard(&mut stream).await;
         return Err(too_large());
     }
     let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
-    let mut stream = body.into_data_stream();
     while let Some(frame) = stream.next().await {
         let frame = frame
             .map_err(|e| RegistryError::ManifestInvalid(format!("the request body failed: {e}")))?;
         if buf.len() + frame.len() > max {
+            discard(&mut stream).await;
             return Err(too_large());
         }
         buf.extend_from_slice(&frame);
     }
     Ok(buf.freeze())
+}
+
+/// Reads and drops the rest of a refused body, within bounds, so that a
+/// client still sending it reads the error instead of a reset connection.
+/// Past the bounds the connection is closed after the answer.
+async fn discard(stream: &mut axum::body::BodyDataStream) {
+    const MAX_DISCARD: usize = 64 * 1024 * 1024;
+    const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+    let _ = tokio::time::timeout(MAX_WAIT, async {
+        let mut dropped = 0;
+        while let Some(Ok(frame)) = stream.next().await {
+            dropped += frame.len();
+            if dropped > MAX_DISCARD {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 // ----- blobs ---------------------------------------------------------------
