@@ -11,16 +11,14 @@ use futures::SinkExt;
 use rustix::process::Signal;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::net::UnixStream;
-use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::process::{Children, Exit, oom_kills};
-use super::{AbortOnDrop, Config, RunError, Sink, bind, pump_input, read_head};
-use crate::protocol::{
-    CHUNK, ExitReport, Frame, FrameCodec, FrameKind, ProtocolError, RequestHead,
+use super::{
+    AbortOnDrop, Config, Input, Output, RunError, Sink, bind, open_request, pump_input, send_exit,
 };
+use crate::protocol::{CHUNK, ExitReport, Frame, FrameKind, RequestHead};
 
 /// Output frames buffered between the child's pipes and the connection.
 const OUTPUT_BUFFER: usize = 16;
@@ -81,25 +79,11 @@ async fn stop_all(children: &Children, grace: Duration) {
 }
 
 async fn handle(stream: UnixStream, config: &Config, children: &Arc<Children>) {
-    let (read, write) = stream.into_split();
-    let mut input = FramedRead::new(read, FrameCodec);
-    let mut output = FramedWrite::new(write, FrameCodec);
-    let head = match read_head(&mut input).await {
-        Ok(head) => head,
-        // A bare connect (a readiness probe) or a client that left.
-        Err(ProtocolError::Closed(_)) => return,
-        Err(err) => {
-            let report = ExitReport::failed(format!("bad request: {err}"));
-            if let Ok(frame) = Frame::json(FrameKind::Exit, &report) {
-                let _ = output.send(frame).await;
-            }
-            return;
-        }
+    let Some((head, input, mut output)) = open_request(stream).await else {
+        return;
     };
-    if let Some(report) = run_request(head, input, &mut output, config, children).await
-        && let Ok(frame) = Frame::json(FrameKind::Exit, &report)
-    {
-        let _ = output.send(frame).await;
+    if let Some(report) = run_request(head, input, &mut output, config, children).await {
+        send_exit(&mut output, report).await;
     }
 }
 
@@ -107,8 +91,8 @@ async fn handle(stream: UnixStream, config: &Config, children: &Arc<Children>) {
 /// the client is gone.
 async fn run_request(
     head: RequestHead,
-    input: FramedRead<OwnedReadHalf, FrameCodec>,
-    output: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+    input: Input,
+    output: &mut Output,
     config: &Config,
     children: &Arc<Children>,
 ) -> Option<ExitReport> {

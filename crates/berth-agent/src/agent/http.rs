@@ -17,17 +17,16 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use rustix::process::Signal;
-use tokio::net::unix::OwnedWriteHalf;
 use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::{Semaphore, mpsc};
-use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::process::{Children, Exit, cpu_ms, peak_rss_bytes};
-use super::{AbortOnDrop, Config, RunError, Sink, bind, chunks, describe, pump_input, read_head};
-use crate::protocol::{
-    ExitReport, Frame, FrameCodec, FrameKind, HttpHead, ProtocolError, RequestHead,
+use super::{
+    AbortOnDrop, Config, Output, RunError, Sink, bind, chunks, describe, open_request, pump_input,
+    send_exit,
 };
+use crate::protocol::{ExitReport, Frame, FrameKind, HttpHead, RequestHead};
 
 const READY_POLL: Duration = Duration::from_millis(5);
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(200);
@@ -194,20 +193,8 @@ fn exit_text(
 }
 
 async fn handle(stream: UnixStream, proxy: &Proxy) {
-    let (read, write) = stream.into_split();
-    let mut input = FramedRead::new(read, FrameCodec);
-    let mut output = FramedWrite::new(write, FrameCodec);
-    let head = match read_head(&mut input).await {
-        Ok(head) => head,
-        Err(ProtocolError::Closed(_)) => return,
-        Err(err) => {
-            send_exit(
-                &mut output,
-                ExitReport::failed(format!("bad request: {err}")),
-            )
-            .await;
-            return;
-        }
+    let Some((head, input, mut output)) = open_request(stream).await else {
+        return;
     };
     let timeout = Duration::from_millis(head.timeout_ms);
     let (body, body_rx) = mpsc::channel(1);
@@ -250,12 +237,6 @@ async fn handle(stream: UnixStream, proxy: &Proxy) {
     send_exit(&mut output, report).await;
 }
 
-async fn send_exit(output: &mut FramedWrite<OwnedWriteHalf, FrameCodec>, report: ExitReport) {
-    if let Ok(frame) = Frame::json(FrameKind::Exit, &report) {
-        let _ = output.send(frame).await;
-    }
-}
-
 enum Failure {
     ClientGone,
     Proxy(String),
@@ -266,7 +247,7 @@ async fn forward(
     proxy: &Proxy,
     head: RequestHead,
     mut body_rx: mpsc::Receiver<Bytes>,
-    output: &mut FramedWrite<OwnedWriteHalf, FrameCodec>,
+    output: &mut Output,
 ) -> Result<(), Failure> {
     let mut request = build_request(proxy.port, &head).map_err(Failure::Proxy)?;
     // A request whose input is empty gets an empty body, so a GET goes out

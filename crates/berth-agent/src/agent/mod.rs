@@ -12,17 +12,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::SinkExt;
 use futures::StreamExt;
 use tokio::io::{AsyncWriteExt, Interest};
-use tokio::net::UnixListener;
-use tokio::net::unix::OwnedReadHalf;
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::process::ChildStdin;
 use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc;
-use tokio_util::codec::FramedRead;
+use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{Frame, FrameCodec, FrameKind, ProtocolError, RequestHead};
+use crate::protocol::{ExitReport, Frame, FrameCodec, FrameKind, ProtocolError, RequestHead};
 use process::Children;
 
 /// A client has this long to send its head after connecting.
@@ -162,6 +163,38 @@ async fn drain(slots: &tokio::sync::Semaphore, grace: Duration) {
     // Fits: the permit count is a small constant.
     let all = MAX_CONCURRENT_REQUESTS as u32;
     let _ = tokio::time::timeout(grace, slots.acquire_many(all)).await;
+}
+
+pub(super) type Input = FramedRead<OwnedReadHalf, FrameCodec>;
+pub(super) type Output = FramedWrite<OwnedWriteHalf, FrameCodec>;
+
+/// Opens a request on a new connection: its head, then its frames both
+/// ways. `None` when there is no request to run: a bare connect (a
+/// readiness probe) or a client that left, or a malformed head, which is
+/// answered with an error report.
+async fn open_request(stream: UnixStream) -> Option<(RequestHead, Input, Output)> {
+    let (read, write) = stream.into_split();
+    let mut input = FramedRead::new(read, FrameCodec);
+    let mut output = FramedWrite::new(write, FrameCodec);
+    match read_head(&mut input).await {
+        Ok(head) => Some((head, input, output)),
+        Err(ProtocolError::Closed(_)) => None,
+        Err(err) => {
+            send_exit(
+                &mut output,
+                ExitReport::failed(format!("bad request: {err}")),
+            )
+            .await;
+            None
+        }
+    }
+}
+
+/// Ends a request with its report; a client that left gets nothing.
+async fn send_exit(output: &mut Output, report: ExitReport) {
+    if let Ok(frame) = Frame::json(FrameKind::Exit, &report) {
+        let _ = output.send(frame).await;
+    }
 }
 
 /// Reads the request head, the first frame of every connection.
