@@ -229,10 +229,7 @@ impl<L: Launcher> Pools<L> {
             }
             let (tx, rx) = oneshot::channel();
             pool.waiters.push_back(tx);
-            if pool.wants_another() {
-                pool.starting += 1;
-                self.spawn_launch(key.clone(), spec.clone());
-            }
+            self.start_if_needed(&key, pool);
             rx
         };
         let queue_timeout = spec.pool.queue_timeout;
@@ -263,13 +260,10 @@ impl<L: Launcher> Pools<L> {
             return;
         };
         if lost {
-            if let Some(gone) = pool.remove(instance.id()) {
-                self.spawn_destroy(gone);
-            }
-            if pool.wants_another() {
-                pool.starting += 1;
-                self.spawn_launch(key.clone(), pool.template.clone());
-            }
+            // Its exit may have been reported already; the waiters still
+            // need looking after.
+            self.take_out(pool, instance.id());
+            self.start_if_needed(key, pool);
             return;
         }
         if let Some(slot) = pool
@@ -287,15 +281,29 @@ impl<L: Launcher> Pools<L> {
     pub fn instance_exited(&self, id: &str) {
         let mut pools = self.lock();
         for (key, pool) in pools.iter_mut() {
-            if let Some(gone) = pool.remove(id) {
+            if self.take_out(pool, id) {
                 debug!(instance = id, function = %key.function, "instance exited");
-                self.spawn_destroy(gone);
-                if pool.wants_another() {
-                    pool.starting += 1;
-                    self.spawn_launch(key.clone(), pool.template.clone());
-                }
+                self.start_if_needed(key, pool);
                 return;
             }
+        }
+    }
+
+    /// Takes a broken instance out of service and removes it. Returns
+    /// whether the pool had it.
+    fn take_out(&self, pool: &mut Pool<L::Instance>, id: &str) -> bool {
+        let Some(gone) = pool.remove(id) else {
+            return false;
+        };
+        self.spawn_destroy(gone);
+        true
+    }
+
+    /// Starts an instance when the waiters outnumber the slots on the way.
+    fn start_if_needed(&self, key: &PoolKey, pool: &mut Pool<L::Instance>) {
+        if pool.wants_another() {
+            pool.starting += 1;
+            self.spawn_launch(key.clone(), pool.template.clone());
         }
     }
 
