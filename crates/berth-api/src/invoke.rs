@@ -113,7 +113,7 @@ impl<S: Send + Sync> FromRequest<S> for FunctionCall {
     }
 }
 
-fn task_headers(resp: &mut Response, id: TaskId, version: i64) {
+pub(crate) fn task_headers(resp: &mut Response, id: TaskId, version: i64) {
     let h = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&id.to_string()) {
         h.insert(TASK_ID_HEADER, v);

@@ -15,7 +15,7 @@ use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::TaskPath;
-use crate::invoke::{FunctionCall, TASK_ID_HEADER, VERSION_HEADER, call_error};
+use crate::invoke::{FunctionCall, TASK_ID_HEADER, call_error, task_headers};
 use crate::views::TaskView;
 
 const MAX_PAGE: u32 = 1000;
@@ -81,14 +81,7 @@ pub async fn submit(State(state): State<AppState>, req: FunctionCall) -> ApiResu
 /// output as a sync call would give it, or the same error.
 async fn finished_response(state: &AppState, task: &TaskRecord) -> ApiResult<Response> {
     let mut resp = if task.status == TaskStatus::Succeeded {
-        payload(
-            state,
-            &task.tenant,
-            &task.id.to_string(),
-            PayloadKind::Output,
-            "application/octet-stream",
-        )
-        .await?
+        payload_of(state, task, PayloadKind::Output, "application/octet-stream").await?
     } else {
         let result = berth_scheduler::CallResult {
             status: task.status,
@@ -100,11 +93,7 @@ async fn finished_response(state: &AppState, task: &TaskRecord) -> ApiResult<Res
         };
         call_error(&result, task.id).into_response()
     };
-    if let Ok(id) = HeaderValue::from_str(&task.id.to_string()) {
-        resp.headers_mut().insert(TASK_ID_HEADER, id);
-    }
-    resp.headers_mut()
-        .insert(VERSION_HEADER, HeaderValue::from(task.version));
+    task_headers(&mut resp, task.id, task.version);
     Ok(resp)
 }
 
@@ -206,6 +195,16 @@ async fn payload(
     content_type: &'static str,
 ) -> ApiResult<Response> {
     let task = load(state, tenant, id).await?;
+    payload_of(state, &task, kind, content_type).await
+}
+
+/// A loaded task's stored output or logs, once it has finished.
+async fn payload_of(
+    state: &AppState,
+    task: &TaskRecord,
+    kind: PayloadKind,
+    content_type: &'static str,
+) -> ApiResult<Response> {
     if !task.status.is_terminal() {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
