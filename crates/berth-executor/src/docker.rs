@@ -431,14 +431,25 @@ impl Engine {
 }
 
 async fn inspect_id(docker: &Docker, reference: &str) -> Result<ImageInfo, ExecError> {
-    match docker.inspect_image(reference).await {
-        Ok(img) => img
-            .id
-            .map(|id| ImageInfo { id })
-            .ok_or_else(|| ExecError::Engine("image inspect returned no id".into())),
-        Err(e) if is_not_found(&e) => Err(ExecError::ImageNotFound(reference.to_owned())),
-        Err(e) => Err(engine_error(e)),
-    }
+    inspect(docker, reference)
+        .await?
+        .id
+        .map(|id| ImageInfo { id })
+        .ok_or_else(|| ExecError::Engine("image inspect returned no id".into()))
+}
+
+/// The engine's account of an image; a missing one is `ImageNotFound`.
+pub(crate) async fn inspect(
+    docker: &Docker,
+    reference: &str,
+) -> Result<bollard::models::ImageInspect, ExecError> {
+    docker.inspect_image(reference).await.map_err(|e| {
+        if is_not_found(&e) {
+            ExecError::ImageNotFound(reference.to_owned())
+        } else {
+            engine_error(e)
+        }
+    })
 }
 
 /// The registry part of an image reference, if it names one: the first

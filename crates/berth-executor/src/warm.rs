@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::docker::{
-    Container, Engine, LABEL_INSTANCE, Tail, elapsed_ms, engine_error, is_not_found,
+    Container, Engine, LABEL_INSTANCE, Tail, elapsed_ms, engine_error, inspect, is_not_found,
 };
 use crate::pool::{Instance, Launcher, Pools};
 use crate::{ExecError, Exit, InputStream, Invocation, ResponseHead, RunOutcome, RunSpec};
@@ -83,13 +83,7 @@ impl WarmLauncher {
             return Ok(p.clone());
         }
         let docker = self.engine.client().await?;
-        let image = docker.inspect_image(&spec.image).await.map_err(|e| {
-            if is_not_found(&e) {
-                ExecError::ImageNotFound(spec.image.clone())
-            } else {
-                engine_error(e)
-            }
-        })?;
+        let image = inspect(docker, &spec.image).await?;
         let config = image.config.unwrap_or_default();
         let program: Vec<String> = config
             .entrypoint
