@@ -14,8 +14,8 @@ cargo build --release --locked --bin berth
 berth="$root/target/release/berth"
 # Warm instances run the agent inside images without libc: it must be the
 # static build, placed where the server looks for it (next to berth).
-agent="$(scripts/build-agent.sh | head -n 1)"
-cp "$agent" "$root/target/release/berth-agent"
+mapfile -t built < <(scripts/build-agent.sh)
+cp "${built[0]}" "$root/target/release/berth-agent"
 
 echo "== building the image-ops example image"
 examples/image-ops/build.sh berth-example/image-ops:latest >/dev/null
