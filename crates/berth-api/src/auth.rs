@@ -88,6 +88,15 @@ pub async fn tenant_for_key(store: &dyn Store, key: &str) -> Result<Option<Strin
     Ok(found)
 }
 
+/// Forgets what this process remembers of a tenant's keys, after they were
+/// rotated or revoked here; other replicas follow within [`KEY_TTL`].
+pub fn forget_tenant(tenant: &str) {
+    key_cache()
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .retain(|_, (t, _)| t != tenant);
+}
+
 pub async fn require_key(
     State(state): State<AppState>,
     mut req: Request,

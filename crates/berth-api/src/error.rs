@@ -39,6 +39,10 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,
@@ -102,6 +106,20 @@ impl From<SchedError> for ApiError {
                 Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", msg)
             }
             SchedError::InputAborted(_) => Self::bad_request(msg),
+            SchedError::QuotaExceeded(_) => {
+                Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", msg).retry_after(1)
+            }
+            // Retrying cannot help a definition over the tenant's ceilings,
+            // so this is a bad request rather than a 429.
+            SchedError::OverQuota(_) => Self::new(StatusCode::BAD_REQUEST, "quota_exceeded", msg),
+            SchedError::ImageNotAllowed(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "image_not_allowed", msg)
+            }
+            SchedError::IdempotencyConflict(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                msg,
+            ),
             SchedError::Exec(ExecError::ImageNotFound(_)) => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "image_missing", msg)
             }

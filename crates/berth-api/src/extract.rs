@@ -89,3 +89,17 @@ impl<S: Send + Sync> FromRequestParts<S> for TaskPath {
         }
     }
 }
+
+/// A tenant name from the path; an undecodable one names no tenant.
+pub struct TenantPath(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for TenantPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match Path::<String>::from_request_parts(parts, state).await {
+            Ok(Path(name)) => Ok(Self(name)),
+            Err(_) => Err(ApiError::not_found("tenant_not_found", "tenant not found")),
+        }
+    }
+}

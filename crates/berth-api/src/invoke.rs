@@ -180,11 +180,18 @@ pub async fn respond(mut call: SyncCall) -> Response {
         }
     };
 
+    let overflow = call.input_overflow;
     let mut resp = if exited {
         let Ok(result) = call.result.await else {
             return ApiError::internal().into_response();
         };
-        let mut resp = if result.status == TaskStatus::Succeeded {
+        // The function saw a cut-off input, so whatever it made of it is
+        // not the answer to this request.
+        let mut resp = if let Some(limit) = overflow.get() {
+            ApiError::from(berth_scheduler::SchedError::InputTooLarge(*limit))
+                .with("task_id", id.to_string())
+                .into_response()
+        } else if result.status == TaskStatus::Succeeded {
             let body = Body::from_stream(stream::iter(head.into_iter().map(Ok::<_, io::Error>)));
             ok_response(body, fn_head.as_ref())
         } else {
@@ -200,7 +207,13 @@ pub async fn respond(mut call: SyncCall) -> Response {
         });
         let result = call.result;
         let verdict = stream::once(async move {
-            match result.await {
+            let outcome = result.await;
+            if let Some(limit) = overflow.get() {
+                return Some(Err(io::Error::other(format!(
+                    "request body is larger than the {limit} byte limit"
+                ))));
+            }
+            match outcome {
                 Ok(r) if r.status == TaskStatus::Succeeded => None,
                 Ok(r) => Some(Err(io::Error::other(format!(
                     "function failed after its output began: {}",

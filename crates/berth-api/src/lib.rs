@@ -11,6 +11,7 @@ mod extract;
 mod functions;
 mod invoke;
 mod tasks;
+mod tenants;
 mod views;
 
 use std::sync::Arc;
@@ -19,11 +20,11 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use berth_scheduler::TaskManager;
 use berth_store::Store;
 
-pub use auth::{generate_key, hash_key, tenant_for_key};
+pub use auth::{forget_tenant, generate_key, hash_key, tenant_for_key};
 pub use error::ApiError;
 
 #[derive(Clone)]
@@ -48,6 +49,13 @@ pub fn router(state: AppState) -> Router {
         .route("/tasks/{id}", get(tasks::get).delete(tasks::cancel))
         .route("/tasks/{id}/output", get(tasks::output))
         .route("/tasks/{id}/logs", get(tasks::logs))
+        .route("/tenants", get(tenants::list).post(tenants::create))
+        .route("/tenants/{name}", get(tenants::get))
+        .route("/tenants/{name}/quotas", put(tenants::set_quotas))
+        .route(
+            "/tenants/{name}/keys",
+            post(tenants::rotate_key).delete(tenants::revoke_keys),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,

@@ -55,12 +55,44 @@ fn preferred_wait(meta: &berth_core::RequestMeta) -> Option<u64> {
         .map(|n| n.min(MAX_WAIT_SECS))
 }
 
+/// Longest `Idempotency-Key` accepted; keys are meant to be UUIDs or
+/// similar, and they are stored with the task.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// The `Idempotency-Key` header (IETF httpapi draft), if the request has one.
+fn idempotency_key(meta: &berth_core::RequestMeta) -> ApiResult<Option<String>> {
+    let mut keys = meta
+        .headers
+        .iter()
+        .filter(|(name, _)| name.eq_ignore_ascii_case("idempotency-key"));
+    let Some((_, key)) = keys.next() else {
+        return Ok(None);
+    };
+    if keys.next().is_some() {
+        return Err(ApiError::bad_request(
+            "send at most one Idempotency-Key header",
+        ));
+    }
+    let key = key.trim();
+    let valid = !key.is_empty()
+        && key.len() <= MAX_IDEMPOTENCY_KEY
+        && key.bytes().all(|b| b.is_ascii_graphic());
+    if !valid {
+        return Err(ApiError::bad_request(format!(
+            "Idempotency-Key must be 1-{MAX_IDEMPOTENCY_KEY} visible ASCII characters"
+        )));
+    }
+    Ok(Some(key.to_owned()))
+}
+
 pub async fn submit(State(state): State<AppState>, req: FunctionCall) -> ApiResult<Response> {
     let wait = preferred_wait(&req.meta);
-    let task = state
+    let key = idempotency_key(&req.meta)?;
+    let submitted = state
         .tasks
-        .submit(&req.tenant, &req.name, req.meta, req.body)
+        .submit(&req.tenant, &req.name, req.meta, req.body, key.as_deref())
         .await?;
+    let task = submitted.task;
     if let Some(secs) = wait.filter(|s| *s > 0) {
         let done = state
             .tasks
@@ -74,7 +106,12 @@ pub async fn submit(State(state): State<AppState>, req: FunctionCall) -> ApiResu
             return Ok(resp);
         }
     }
-    accepted(&task)
+    let mut resp = accepted(&task)?;
+    if submitted.replayed {
+        resp.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
+    Ok(resp)
 }
 
 /// The inline answer to a task that finished while its caller waited: the

@@ -1913,3 +1913,5 @@ async fn a_stalled_async_upload_is_refused_and_leaves_nothing() {
     let list = h.get("/v1/tasks").await;
     assert_eq!(list.json()["tasks"], json!([]), "nothing was enqueued");
 }
+
+mod tenancy;

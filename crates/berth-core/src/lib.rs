@@ -5,12 +5,13 @@
 
 mod function;
 mod task;
+mod tenant;
 
 pub use function::{FunctionConfig, FunctionVersion, InvalidConfig, Limits, Mode, validate_name};
 pub use task::{RequestMeta, TaskError, TaskId, TaskKind, TaskRecord, TaskStatus, Timing, Usage};
+pub use tenant::{QuotaOverrides, Quotas, TenantRecord, validate_tenant_name};
 
-/// Tenant every resource belongs to until tenants are managed; the admin key
-/// acts as this tenant.
+/// The built-in tenant the admin key acts as; it also manages the others.
 pub const ADMIN_TENANT: &str = "admin";
 
 /// Milliseconds since the Unix epoch: the one clock format stored anywhere.

@@ -13,6 +13,7 @@ use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
+use crate::quota::ActiveSlot;
 use crate::{SchedError, TaskManager, finish_from, lease_ms, start_error};
 
 /// How long a slot stays idle after an executor refused a start, so a full
@@ -66,9 +67,15 @@ impl TaskManager {
             let free = slots.available_permits();
             if free > 0 {
                 let want = u32::try_from(free).unwrap_or(u32::MAX);
+                let saturated = self.quotas.saturated();
                 match self
                     .store
-                    .claim_queued(&self.cfg.node_id, want, lease_ms(self.cfg.lease))
+                    .claim_queued(
+                        &self.cfg.node_id,
+                        want,
+                        lease_ms(self.cfg.lease),
+                        &saturated,
+                    )
                     .await
                 {
                     Ok(tasks) => {
@@ -79,7 +86,15 @@ impl TaskManager {
                                 let _ = self.store.release_task(task.id, task.attempt).await;
                                 continue;
                             };
-                            tokio::spawn(Arc::clone(&self).run_async(task, permit));
+                            // The tenant may have filled its quota since
+                            // the claim (sync calls, or several of its
+                            // tasks in one claim): back to the queue,
+                            // without spending the attempt.
+                            let Some(quota_slot) = self.quota_slot(&task.tenant).await else {
+                                let _ = self.store.release_task(task.id, task.attempt).await;
+                                continue;
+                            };
+                            tokio::spawn(Arc::clone(&self).run_async(task, permit, quota_slot));
                         }
                     }
                     Err(e) => warn!(error = %e, "claiming queued tasks failed"),
@@ -120,10 +135,28 @@ impl TaskManager {
         }
     }
 
-    async fn run_async(self: Arc<Self>, task: TaskRecord, permit: OwnedSemaphorePermit) {
+    async fn run_async(
+        self: Arc<Self>,
+        task: TaskRecord,
+        permit: OwnedSemaphorePermit,
+        quota_slot: ActiveSlot,
+    ) {
         self.run_claimed(&task).await;
+        drop(quota_slot);
         drop(permit);
         self.wake.notify_one();
+    }
+
+    /// A place in the tenant's concurrency quota for a claimed task.
+    async fn quota_slot(&self, tenant: &str) -> Option<ActiveSlot> {
+        let limit = match self.quotas_of(tenant).await {
+            Ok(q) => q.max_concurrent_tasks,
+            Err(e) => {
+                warn!(tenant, error = %e, "could not read quotas; using the defaults");
+                self.cfg.quotas.max_concurrent_tasks
+            }
+        };
+        self.quotas.try_start(tenant, limit)
     }
 
     async fn run_claimed(&self, task: &TaskRecord) {

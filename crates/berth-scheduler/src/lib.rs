@@ -8,6 +8,7 @@
 
 mod cgi;
 mod dispatch;
+mod quota;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,14 +16,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::{
-    FunctionConfig, FunctionVersion, Limits, RequestMeta, TaskError, TaskId, TaskKind, TaskRecord,
-    TaskStatus, Timing, Usage, now_ms, validate_name,
+    ADMIN_TENANT, FunctionConfig, FunctionVersion, Limits, Quotas, RequestMeta, TaskError, TaskId,
+    TaskKind, TaskRecord, TaskStatus, Timing, Usage, now_ms, validate_name,
 };
 use berth_executor::{
     ExecError, Executor, ExecutorStatus, InputStream, Invocation, PoolSettings, ResponseHead,
     RunSpec,
 };
-use berth_store::{Cancel, Finish, Lease, PayloadKind, Payloads, Store, StoreError};
+use berth_store::{Cancel, Finish, Idempotent, Lease, PayloadKind, Payloads, Store, StoreError};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{Notify, broadcast, mpsc, oneshot};
@@ -41,6 +42,16 @@ pub enum SchedError {
     InputTooLarge(u64),
     #[error("request body could not be read: {0}")]
     InputAborted(std::io::Error),
+    /// A running or queued limit of the tenant is reached; later may work.
+    #[error("{0}")]
+    QuotaExceeded(String),
+    /// A definition asks for more than the tenant may ever have.
+    #[error("{0}")]
+    OverQuota(String),
+    #[error("{0}")]
+    ImageNotAllowed(String),
+    #[error("idempotency key {0:?} was already used with a different request")]
+    IdempotencyConflict(String),
     #[error(transparent)]
     Exec(#[from] ExecError),
     #[error(transparent)]
@@ -69,6 +80,8 @@ pub struct Config {
     /// How long finished tasks, their output and logs are kept.
     pub retention: Duration,
     pub limits: Limits,
+    /// Every tenant's quotas unless the admin set its own.
+    pub quotas: Quotas,
 }
 
 impl Default for Config {
@@ -85,6 +98,7 @@ impl Default for Config {
             poll_interval: Duration::from_millis(500),
             retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
+            quotas: Quotas::default(),
         }
     }
 }
@@ -95,6 +109,28 @@ impl Default for Config {
 #[async_trait::async_trait]
 pub trait ImageResolver: Send + Sync + 'static {
     async fn resolve(&self, tenant: &str, reference: &str) -> Result<Option<String>, SchedError>;
+}
+
+/// Passes a request body through until it exceeds `limit` bytes, then
+/// ends it with an error and records the limit in `overflow`, so the caller can tell a
+/// body cut for size from one the client broke off.
+fn limit_input(
+    body: InputStream,
+    limit: u64,
+    overflow: Arc<std::sync::OnceLock<u64>>,
+) -> InputStream {
+    let mut seen: u64 = 0;
+    Box::pin(body.map(move |chunk| {
+        let chunk = chunk?;
+        seen = seen.saturating_add(chunk.len() as u64);
+        if seen > limit {
+            let _ = overflow.set(limit);
+            return Err(std::io::Error::other(format!(
+                "request body is larger than the {limit} byte limit"
+            )));
+        }
+        Ok(chunk)
+    }))
 }
 
 /// The end of a sync call, sent once the task record is final.
@@ -117,6 +153,17 @@ pub struct SyncCall {
     pub head: Option<oneshot::Receiver<ResponseHead>>,
     pub stdout: mpsc::Receiver<Bytes>,
     pub result: oneshot::Receiver<CallResult>,
+    /// The size limit, once the request body went past it while
+    /// streaming; the function then saw its input end early.
+    pub input_overflow: Arc<std::sync::OnceLock<u64>>,
+}
+
+/// An accepted async task, and whether it was accepted before under the
+/// same idempotency key (then nothing new was recorded).
+#[derive(Debug, Clone)]
+pub struct Submitted {
+    pub task: TaskRecord,
+    pub replayed: bool,
 }
 
 struct Running {
@@ -144,6 +191,7 @@ pub struct TaskManager {
     /// one, and versions are immutable. Deploys and deletes here update it
     /// at once; another replica's within [`LATEST_TTL`].
     latest: Mutex<HashMap<(String, String), (FunctionVersion, std::time::Instant)>>,
+    quotas: Arc<quota::QuotaBook>,
 }
 
 const LATEST_TTL: Duration = Duration::from_secs(1);
@@ -155,6 +203,7 @@ impl TaskManager {
         executors: Vec<Arc<dyn Executor>>,
         cfg: Config,
     ) -> Arc<Self> {
+        let cfg_quotas = cfg.quotas;
         Arc::new(Self {
             store,
             payloads,
@@ -166,6 +215,7 @@ impl TaskManager {
             finished: broadcast::channel(1024).0,
             resolver: std::sync::OnceLock::new(),
             latest: Mutex::new(HashMap::new()),
+            quotas: quota::QuotaBook::new(cfg_quotas),
         })
     }
 
@@ -176,6 +226,32 @@ impl TaskManager {
 
     pub fn payloads(&self) -> &Payloads {
         &self.payloads
+    }
+
+    /// The quotas a tenant is held to now.
+    pub async fn quotas_of(&self, tenant: &str) -> Result<Quotas, SchedError> {
+        self.quotas.of(self.store.as_ref(), tenant).await
+    }
+
+    pub fn default_quotas(&self) -> Quotas {
+        self.cfg.quotas
+    }
+
+    /// After the admin changed a tenant's quotas through this process.
+    pub fn forget_quotas(&self, tenant: &str) {
+        self.quotas.forget(tenant);
+    }
+
+    /// Tasks of the tenant running in this process.
+    pub fn running_tasks(&self, tenant: &str) -> u32 {
+        self.quotas.running(tenant)
+    }
+
+    fn concurrency_refusal(&self, tenant: &str, q: &Quotas) -> SchedError {
+        SchedError::QuotaExceeded(format!(
+            "tenant {tenant:?} already has {} tasks running, its max_concurrent_tasks quota",
+            q.max_concurrent_tasks
+        ))
     }
 
     pub async fn executor_status(&self) -> Vec<ExecutorStatus> {
@@ -198,11 +274,25 @@ impl TaskManager {
         config
             .validate(&self.cfg.limits)
             .map_err(|e| SchedError::Invalid(e.0))?;
+        self.quotas_of(tenant)
+            .await?
+            .admit(tenant, &config)
+            .map_err(|e| SchedError::OverQuota(e.0))?;
         let executor = self.executors.first().ok_or(SchedError::NoExecutor)?;
         let pinned = match self.resolver.get() {
             Some(r) => r.resolve(tenant, config.image.trim()).await?,
             None => None,
         };
+        // Images already in the engine were put there by the operator or
+        // pulled for some tenant; only the admin may run them by name.
+        // Tenants run what they pushed into their own namespace.
+        if pinned.is_none() && self.resolver.get().is_some() && tenant != ADMIN_TENANT {
+            return Err(SchedError::ImageNotAllowed(format!(
+                "image {:?} is not in the registry namespace {tenant}/: push it with \
+                 docker push <registry>/{tenant}/<name>:<tag> and deploy that",
+                config.image.trim()
+            )));
+        }
         // A registry image is pinned to its manifest digest, which any
         // executor can pull; an engine-local one to the engine's image id.
         let image_id = match pinned {
@@ -365,6 +455,16 @@ impl TaskManager {
         body: InputStream,
     ) -> Result<SyncCall, SchedError> {
         let v = self.latest(tenant, name).await?;
+        let q = self.quotas_of(tenant).await?;
+        if request.content_length.is_some_and(|n| n > q.max_body_bytes) {
+            return Err(SchedError::InputTooLarge(q.max_body_bytes));
+        }
+        let slot = self
+            .quotas
+            .try_start(tenant, q.max_concurrent_tasks)
+            .ok_or_else(|| self.concurrency_refusal(tenant, &q))?;
+        let input_overflow = Arc::new(std::sync::OnceLock::new());
+        let body = limit_input(body, q.max_body_bytes, Arc::clone(&input_overflow));
         let mut task = TaskRecord::new(&v.tenant, &v.function, v.version, TaskKind::Sync, request);
         task.status = TaskStatus::Running;
         task.attempt = 1;
@@ -398,6 +498,7 @@ impl TaskManager {
         };
         let (result_tx, result_rx) = oneshot::channel();
         let this = Arc::clone(self);
+        let overflow = Arc::clone(&input_overflow);
         let Invocation {
             head,
             stdout,
@@ -406,6 +507,7 @@ impl TaskManager {
         } = inv;
         let id = task.id;
         tokio::spawn(async move {
+            let _slot = slot;
             let logs = this.collect_logs(id, stderr);
             let (outcome, logs) = tokio::join!(done, logs);
             let stderr_tail = match &outcome {
@@ -414,6 +516,14 @@ impl TaskManager {
             };
             let mut finish = finish_from(outcome);
             finish.durable = false;
+            if let Some(limit) = overflow.get() {
+                finish.status = TaskStatus::Failed;
+                finish.exit_code = None;
+                finish.error = Some(TaskError::new(
+                    "body_too_large",
+                    format!("request body is larger than the {limit} byte limit"),
+                ));
+            }
             this.commit_logs(id, logs).await;
             match this.store.finish_task(id, 1, &finish).await {
                 Ok(_) => {}
@@ -435,24 +545,49 @@ impl TaskManager {
             head,
             stdout,
             result: result_rx,
+            input_overflow,
         })
     }
 
     /// Accepts an async task: the input is written and synced, then the
-    /// task row committed. Only then is the task acknowledged.
+    /// task row committed. Only then is the task acknowledged. With an
+    /// idempotency key, a repeat of an accepted request returns the task
+    /// it made instead of a new one.
     pub async fn submit(
         &self,
         tenant: &str,
         name: &str,
         request: RequestMeta,
         mut body: InputStream,
-    ) -> Result<TaskRecord, SchedError> {
+        idempotency_key: Option<&str>,
+    ) -> Result<Submitted, SchedError> {
+        use sha2::Digest as _;
         let v = self.latest(tenant, name).await?;
+        let q = self.quotas_of(tenant).await?;
         let mut task = TaskRecord::new(&v.tenant, &v.function, v.version, TaskKind::Async, request);
         task.max_attempts = self.cfg.max_attempts;
-        let limit = self.cfg.max_async_input_bytes;
+        let limit = self.cfg.max_async_input_bytes.min(q.max_body_bytes);
         if task.request.content_length.is_some_and(|n| n > limit) {
             return Err(SchedError::InputTooLarge(limit));
+        }
+        let queued = self.store.count_tasks(tenant, TaskStatus::Queued).await?;
+        if queued >= i64::from(q.max_queued_tasks) {
+            return Err(SchedError::QuotaExceeded(format!(
+                "tenant {tenant:?} already has {queued} tasks queued, its max_queued_tasks quota"
+            )));
+        }
+        // What makes two submissions "the same request" for an idempotency
+        // key: the function, what the function is told, and the body.
+        let mut digest = sha2::Sha256::new();
+        for part in [
+            &task.function,
+            &task.request.method,
+            &task.request.path,
+            &task.request.query,
+            task.request.content_type.as_deref().unwrap_or_default(),
+        ] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part.as_bytes());
         }
         let mut writer = self
             .payloads
@@ -477,17 +612,49 @@ impl TaskManager {
             if writer.written() + chunk.len() as u64 > limit {
                 return Err(SchedError::InputTooLarge(limit));
             }
+            digest.update(&chunk);
             writer.write(&chunk).await.map_err(StoreError::Io)?;
         }
         let size = writer.commit().await.map_err(StoreError::Io)?;
         task.input_bytes = i64::try_from(size).ok();
         task.request.content_length = Some(size);
-        if let Err(e) = self.store.insert_task(&task, None).await {
-            let _ = self.payloads.remove(task.id).await;
-            return Err(e.into());
+        let inserted = match idempotency_key {
+            None => self.store.insert_task(&task, None).await.map(|()| None),
+            Some(key) => {
+                let digest = hex::encode(digest.finalize());
+                self.store
+                    .insert_task_idempotent(&task, key, &digest)
+                    .await
+                    .map(Some)
+            }
+        };
+        match inserted {
+            Ok(None | Some(Idempotent::Inserted)) => {}
+            Ok(Some(Idempotent::Existing {
+                task: first,
+                same_request,
+            })) => {
+                let _ = self.payloads.remove(task.id).await;
+                if !same_request {
+                    return Err(SchedError::IdempotencyConflict(
+                        idempotency_key.unwrap_or_default().to_owned(),
+                    ));
+                }
+                return Ok(Submitted {
+                    task: *first,
+                    replayed: true,
+                });
+            }
+            Err(e) => {
+                let _ = self.payloads.remove(task.id).await;
+                return Err(e.into());
+            }
         }
         self.wake.notify_one();
-        Ok(task)
+        Ok(Submitted {
+            task,
+            replayed: false,
+        })
     }
 
     /// Waits up to `max` for a task to finish and returns it if it did.

@@ -10,7 +10,8 @@ mod sqlite;
 
 use async_trait::async_trait;
 use berth_core::{
-    FunctionConfig, FunctionVersion, TaskError, TaskId, TaskRecord, TaskStatus, Timing, Usage,
+    FunctionConfig, FunctionVersion, QuotaOverrides, TaskError, TaskId, TaskRecord, TaskStatus,
+    TenantRecord, Timing, Usage,
 };
 
 pub use payloads::{PayloadKind, PayloadWriter, Payloads};
@@ -101,6 +102,19 @@ pub struct Lease {
     pub expires_at: i64,
 }
 
+/// Outcome of an async submission that carried an idempotency key.
+#[derive(Debug, Clone)]
+pub enum Idempotent {
+    /// The task was recorded now.
+    Inserted,
+    /// The key was used before: the task it made, and whether the request
+    /// then was the same as now.
+    Existing {
+        task: Box<TaskRecord>,
+        same_request: bool,
+    },
+}
+
 /// Outcome of a cancel request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cancel {
@@ -119,6 +133,31 @@ pub trait Store: Send + Sync + 'static {
     /// Drops every key with this label (e.g. replacing the admin key).
     async fn delete_api_keys_labelled(&self, tenant: &str, label: &str) -> Result<u64>;
     async fn tenant_for_key(&self, hash: &[u8; 32]) -> Result<Option<String>>;
+
+    /// Creates a tenant holding one key; false if the name is taken.
+    async fn create_tenant(
+        &self,
+        name: &str,
+        quotas: &QuotaOverrides,
+        key_hash: &[u8; 32],
+    ) -> Result<bool>;
+    /// Makes sure a tenant record exists (the built-in admin tenant).
+    async fn ensure_tenant(&self, name: &str) -> Result<()>;
+    async fn get_tenant(&self, name: &str) -> Result<Option<TenantRecord>>;
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>>;
+    /// Replaces a tenant's quota settings; false if there is no such tenant.
+    async fn set_tenant_quotas(&self, name: &str, quotas: &QuotaOverrides) -> Result<bool>;
+    /// Drops every key of the tenant and, when given, records the new one,
+    /// in one transaction: a rotation never leaves two valid keys or none.
+    /// False if there is no such tenant.
+    async fn replace_api_keys(
+        &self,
+        tenant: &str,
+        new_hash: Option<&[u8; 32]>,
+        label: &str,
+    ) -> Result<bool>;
+    /// Tasks of a tenant in one status (queue quotas).
+    async fn count_tasks(&self, tenant: &str, status: TaskStatus) -> Result<i64>;
 
     /// Records a new version unless the config and image id equal the
     /// latest; returns the version in force and whether it is new.
@@ -149,14 +188,29 @@ pub trait Store: Send + Sync + 'static {
     /// running under `lease`, and not forced to disk: if the machine loses
     /// power, its caller has lost the call anyway.
     async fn insert_task(&self, task: &TaskRecord, lease: Option<&Lease>) -> Result<()>;
+    /// Records an async task under an idempotency key unless the tenant
+    /// already used that key; `digest` identifies the request.
+    async fn insert_task_idempotent(
+        &self,
+        task: &TaskRecord,
+        key: &str,
+        digest: &str,
+    ) -> Result<Idempotent>;
     async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>>;
     async fn list_tasks(&self, tenant: &str, filter: &TaskFilter) -> Result<TaskPage>;
     /// Cheapest round trip that proves the store answers (readiness).
     async fn ping(&self) -> Result<()>;
 
     /// Moves up to `max` queued async tasks to running under a lease held by
-    /// `owner`, oldest first, counting the attempt.
-    async fn claim_queued(&self, owner: &str, max: u32, lease_ms: i64) -> Result<Vec<TaskRecord>>;
+    /// `owner`, oldest first, counting the attempt. Tasks of the tenants in
+    /// `skip` (at their concurrency quota) stay queued.
+    async fn claim_queued(
+        &self,
+        owner: &str,
+        max: u32,
+        lease_ms: i64,
+        skip: &[String],
+    ) -> Result<Vec<TaskRecord>>;
     async fn renew_leases(&self, owner: &str, ids: &[TaskId], lease_ms: i64) -> Result<()>;
     /// Hands a claimed attempt back to the queue without counting it, for
     /// when the executor could not start it (full, engine down).

@@ -4,8 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_core::{
-    FunctionConfig, FunctionVersion, RequestMeta, TaskError, TaskId, TaskKind, TaskRecord,
-    TaskStatus, Timing, Usage, now_ms,
+    FunctionConfig, FunctionVersion, QuotaOverrides, RequestMeta, TaskError, TaskId, TaskKind,
+    TaskRecord, TaskStatus, TenantRecord, Timing, Usage, now_ms,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -16,8 +16,8 @@ use sqlx::sqlite::{
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
 use crate::{
-    Cancel, Finish, FunctionSummary, Lease, Recovered, Result, Store, StoreError, TaskFilter,
-    TaskPage,
+    Cancel, Finish, FunctionSummary, Idempotent, Lease, Recovered, Result, Store, StoreError,
+    TaskFilter, TaskPage,
 };
 
 /// The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
@@ -148,6 +148,23 @@ fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
     })
 }
 
+const TENANT_SELECT: &str = "SELECT t.name, t.created_at, t.quotas, \
+     (SELECT COUNT(*) FROM api_keys k WHERE k.tenant = t.name) AS keys FROM tenants t";
+
+fn tenant_from_row(row: &SqliteRow) -> Result<TenantRecord> {
+    let quotas: String = row.try_get("quotas")?;
+    Ok(TenantRecord {
+        name: row.try_get("name")?,
+        created_at: row.try_get("created_at")?,
+        overrides: serde_json::from_str(&quotas).map_err(corrupt)?,
+        keys: row.try_get("keys")?,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(d) if d.is_unique_violation())
+}
+
 fn version_from_row(row: &SqliteRow) -> Result<FunctionVersion> {
     let config: String = row.try_get("config")?;
     Ok(FunctionVersion {
@@ -222,6 +239,116 @@ impl Store for SqliteStore {
             .fetch_optional(&self.pool)
             .await?;
         Ok(tenant)
+    }
+
+    async fn create_tenant(
+        &self,
+        name: &str,
+        quotas: &QuotaOverrides,
+        key_hash: &[u8; 32],
+    ) -> Result<bool> {
+        let quotas = serde_json::to_string(quotas).map_err(corrupt)?;
+        let now = now_ms();
+        let mut tx = self.pool.begin().await?;
+        let made = sqlx::query(
+            "INSERT INTO tenants (name, created_at, quotas) VALUES (?, ?, ?) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now)
+        .bind(quotas)
+        .execute(&mut *tx)
+        .await?;
+        if made.rows_affected() == 0 {
+            return Ok(false);
+        }
+        sqlx::query("INSERT INTO api_keys (hash, tenant, label, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&key_hash[..])
+            .bind(name)
+            .bind("primary")
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn ensure_tenant(&self, name: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenants (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn get_tenant(&self, name: &str) -> Result<Option<TenantRecord>> {
+        let row = sqlx::query(AssertSqlSafe(format!("{TENANT_SELECT} WHERE t.name = ?")))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<TenantRecord>> {
+        let rows = sqlx::query(AssertSqlSafe(format!("{TENANT_SELECT} ORDER BY t.name")))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn set_tenant_quotas(&self, name: &str, quotas: &QuotaOverrides) -> Result<bool> {
+        let quotas = serde_json::to_string(quotas).map_err(corrupt)?;
+        let done = sqlx::query("UPDATE tenants SET quotas = ? WHERE name = ?")
+            .bind(quotas)
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn replace_api_keys(
+        &self,
+        tenant: &str,
+        new_hash: Option<&[u8; 32]>,
+        label: &str,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE name = ?")
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if exists.is_none() {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM api_keys WHERE tenant = ?")
+            .bind(tenant)
+            .execute(&mut *tx)
+            .await?;
+        if let Some(hash) = new_hash {
+            sqlx::query(
+                "INSERT INTO api_keys (hash, tenant, label, created_at) VALUES (?, ?, ?, ?)",
+            )
+            .bind(&hash[..])
+            .bind(tenant)
+            .bind(label)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn count_tasks(&self, tenant: &str, status: TaskStatus) -> Result<i64> {
+        let n = sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE tenant = ? AND status = ?")
+            .bind(tenant)
+            .bind(status.as_str())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n)
     }
 
     async fn put_function(
@@ -376,30 +503,43 @@ impl Store for SqliteStore {
     }
 
     async fn insert_task(&self, t: &TaskRecord, lease: Option<&Lease>) -> Result<()> {
-        let request = serde_json::to_string(&t.request).map_err(corrupt)?;
-        sqlx::query(
-            "INSERT INTO tasks (id, tenant, function, version, kind, status, attempt, \
-             max_attempts, created_at, started_at, queued_ms, input_bytes, request, lease_owner, \
-             lease_expires) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(t.id.to_string())
-        .bind(&t.tenant)
-        .bind(&t.function)
-        .bind(t.version)
-        .bind(t.kind.as_str())
-        .bind(t.status.as_str())
-        .bind(t.attempt)
-        .bind(t.max_attempts)
-        .bind(t.created_at)
-        .bind(t.started_at)
-        .bind(t.timing.queued_ms)
-        .bind(t.input_bytes)
-        .bind(request)
-        .bind(lease.map(|l| l.owner.as_str()))
-        .bind(lease.map(|l| l.expires_at))
-        .execute(self.pool_for(t.kind == TaskKind::Async))
-        .await?;
+        insert_task_row(self.pool_for(t.kind == TaskKind::Async), t, lease, None).await?;
         Ok(())
+    }
+
+    async fn insert_task_idempotent(
+        &self,
+        task: &TaskRecord,
+        key: &str,
+        digest: &str,
+    ) -> Result<Idempotent> {
+        // The unique index decides races between two submissions with the
+        // same key; the loser reads what the winner recorded.
+        for _ in 0..3 {
+            let existing = sqlx::query(AssertSqlSafe(format!(
+                "SELECT request_digest, {TASK_COLUMNS} FROM tasks \
+                 WHERE tenant = ? AND idempotency_key = ?"
+            )))
+            .bind(&task.tenant)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+            if let Some(row) = existing {
+                let stored: Option<String> = row.try_get("request_digest")?;
+                return Ok(Idempotent::Existing {
+                    task: Box::new(task_from_row(&row)?),
+                    same_request: stored.as_deref() == Some(digest),
+                });
+            }
+            match insert_task_row(&self.pool, task, None, Some((key, digest))).await {
+                Ok(()) => return Ok(Idempotent::Inserted),
+                Err(e) if is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Corrupt(format!(
+            "idempotency key {key:?} neither inserted nor found"
+        )))
     }
 
     async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>> {
@@ -455,24 +595,37 @@ impl Store for SqliteStore {
         Ok(())
     }
 
-    async fn claim_queued(&self, owner: &str, max: u32, lease_ms: i64) -> Result<Vec<TaskRecord>> {
+    async fn claim_queued(
+        &self,
+        owner: &str,
+        max: u32,
+        lease_ms: i64,
+        skip: &[String],
+    ) -> Result<Vec<TaskRecord>> {
         if max == 0 {
             return Ok(Vec::new());
         }
         let now = now_ms();
-        let rows = sqlx::query(AssertSqlSafe(format!(
+        let skipped = if skip.is_empty() {
+            String::new()
+        } else {
+            format!(" AND tenant NOT IN ({})", vec!["?"; skip.len()].join(", "))
+        };
+        let sql = format!(
             "UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = ?, \
              queued_ms = ? - created_at, lease_owner = ?, lease_expires = ? \
-             WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND kind = 'async' \
-             ORDER BY seq LIMIT ?) RETURNING seq, {TASK_COLUMNS}"
-        )))
-        .bind(now)
-        .bind(now)
-        .bind(owner)
-        .bind(now + lease_ms)
-        .bind(i64::from(max))
-        .fetch_all(&self.pool)
-        .await?;
+             WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND kind = 'async'\
+             {skipped} ORDER BY seq LIMIT ?) RETURNING seq, {TASK_COLUMNS}"
+        );
+        let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(now)
+            .bind(now)
+            .bind(owner)
+            .bind(now + lease_ms);
+        for tenant in skip {
+            query = query.bind(tenant);
+        }
+        let rows = query.bind(i64::from(max)).fetch_all(&self.pool).await?;
         let mut claimed = rows
             .iter()
             .map(|r| Ok((r.try_get::<i64, _>("seq")?, task_from_row(r)?)))
@@ -633,6 +786,41 @@ impl Store for SqliteStore {
         .await?;
         ids.iter().map(|id| id.parse().map_err(corrupt)).collect()
     }
+}
+
+async fn insert_task_row(
+    pool: &SqlitePool,
+    t: &TaskRecord,
+    lease: Option<&Lease>,
+    idempotency: Option<(&str, &str)>,
+) -> std::result::Result<(), sqlx::Error> {
+    let request = serde_json::to_string(&t.request).map_err(|e| sqlx::Error::Encode(e.into()))?;
+    sqlx::query(
+        "INSERT INTO tasks (id, tenant, function, version, kind, status, attempt, \
+         max_attempts, created_at, started_at, queued_ms, input_bytes, request, lease_owner, \
+         lease_expires, idempotency_key, request_digest) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(t.id.to_string())
+    .bind(&t.tenant)
+    .bind(&t.function)
+    .bind(t.version)
+    .bind(t.kind.as_str())
+    .bind(t.status.as_str())
+    .bind(t.attempt)
+    .bind(t.max_attempts)
+    .bind(t.created_at)
+    .bind(t.started_at)
+    .bind(t.timing.queued_ms)
+    .bind(t.input_bytes)
+    .bind(request)
+    .bind(lease.map(|l| l.owner.as_str()))
+    .bind(lease.map(|l| l.expires_at))
+    .bind(idempotency.map(|(k, _)| k))
+    .bind(idempotency.map(|(_, d)| d))
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -29,14 +29,14 @@ pub struct Conn {
     data_dir: Option<PathBuf>,
 }
 
-struct Client {
+pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     key: String,
 }
 
 impl Conn {
-    fn connect(&self) -> Result<Client> {
+    pub(crate) fn connect(&self) -> Result<Client> {
         let dir = self
             .data_dir
             .clone()
@@ -71,13 +71,13 @@ impl Conn {
 }
 
 impl Client {
-    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.base))
             .bearer_auth(&self.key)
     }
 
-    async fn json(&self, req: RequestBuilder) -> Result<Value> {
+    pub(crate) async fn json(&self, req: RequestBuilder) -> Result<Value> {
         let resp = req.send().await.context("cannot reach the server")?;
         let resp = check(resp).await?;
         if resp.status() == StatusCode::NO_CONTENT {
@@ -108,7 +108,7 @@ async fn check(resp: Response) -> Result<Response> {
     bail!("{status}: {msg}")
 }
 
-fn print(v: &Value) -> Result<()> {
+pub(crate) fn print(v: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }

@@ -3,6 +3,7 @@
 mod client;
 mod registry;
 mod server;
+mod tenant;
 
 use std::path::PathBuf;
 
@@ -52,6 +53,13 @@ enum Command {
         #[command(flatten)]
         args: client::LoginArgs,
     },
+    /// Manage tenants, their API keys and quotas (admin).
+    Tenant {
+        #[command(flatten)]
+        conn: client::Conn,
+        #[command(subcommand)]
+        command: tenant::TenantCommand,
+    },
     /// Registry maintenance on a local data directory.
     Registry {
         #[command(subcommand)]
@@ -86,6 +94,7 @@ fn main() -> std::process::ExitCode {
             Command::Invoke { conn, args } => client::invoke(conn, args).await,
             Command::Task { conn, command } => client::task(conn, command).await,
             Command::Login { conn, args } => client::login(conn, args).await,
+            Command::Tenant { conn, command } => tenant::command(conn, command).await,
             Command::Registry { command } => registry::command(command).await,
         }
     });

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use berth_api::{AppState, generate_key, hash_key};
-use berth_core::ADMIN_TENANT;
+use berth_core::{ADMIN_TENANT, QuotaOverrides, Quotas};
 use berth_executor::{DockerConfig, DockerExecutor, Executor, PullCredentials};
 use berth_registry::{GcOptions, Registry};
 use berth_scheduler::{Config, TaskManager};
@@ -50,6 +50,57 @@ pub struct ServerArgs {
     /// Minutes between registry garbage collections (0: never).
     #[arg(long, env = "BERTH_REGISTRY_GC_MINUTES", default_value_t = 60)]
     registry_gc_minutes: u64,
+    #[command(flatten)]
+    quotas: QuotaArgs,
+}
+
+/// Every tenant's quotas unless the admin sets its own
+/// (`PUT /v1/tenants/{name}/quotas`).
+#[derive(Args, Debug)]
+struct QuotaArgs {
+    /// Tasks (sync calls and async attempts) one tenant runs at once.
+    #[arg(long, env = "BERTH_QUOTA_CONCURRENT_TASKS", default_value_t = Quotas::default().max_concurrent_tasks)]
+    quota_concurrent_tasks: u32,
+    /// Async tasks one tenant may have waiting.
+    #[arg(long, env = "BERTH_QUOTA_QUEUED_TASKS", default_value_t = Quotas::default().max_queued_tasks)]
+    quota_queued_tasks: u32,
+    /// Largest cpu_millis a tenant's function may ask for.
+    #[arg(long, env = "BERTH_QUOTA_CPU_MILLIS", default_value_t = Quotas::default().max_cpu_millis)]
+    quota_cpu_millis: u32,
+    /// Largest memory_mb a tenant's function may ask for.
+    #[arg(long, env = "BERTH_QUOTA_MEMORY_MB", default_value_t = Quotas::default().max_memory_mb)]
+    quota_memory_mb: u32,
+    /// Largest timeout_secs a tenant's function may ask for.
+    #[arg(long, env = "BERTH_QUOTA_TIMEOUT_SECS", default_value_t = Quotas::default().max_timeout_secs)]
+    quota_timeout_secs: u32,
+    /// Largest request body of a call or task, in bytes.
+    #[arg(long, env = "BERTH_QUOTA_BODY_BYTES", default_value_t = Quotas::default().max_body_bytes)]
+    quota_body_bytes: u64,
+}
+
+impl QuotaArgs {
+    fn quotas(&self) -> Result<Quotas> {
+        let q = Quotas {
+            max_concurrent_tasks: self.quota_concurrent_tasks,
+            max_queued_tasks: self.quota_queued_tasks,
+            max_cpu_millis: self.quota_cpu_millis,
+            max_memory_mb: self.quota_memory_mb,
+            max_timeout_secs: self.quota_timeout_secs,
+            max_body_bytes: self.quota_body_bytes,
+        };
+        let as_overrides = QuotaOverrides {
+            max_concurrent_tasks: Some(q.max_concurrent_tasks),
+            max_queued_tasks: Some(q.max_queued_tasks),
+            max_cpu_millis: Some(q.max_cpu_millis),
+            max_memory_mb: Some(q.max_memory_mb),
+            max_timeout_secs: Some(q.max_timeout_secs),
+            max_body_bytes: Some(q.max_body_bytes),
+        };
+        as_overrides
+            .validate()
+            .map_err(|e| anyhow::anyhow!("default quotas: {e}"))?;
+        Ok(q)
+    }
 }
 
 const ADMIN_KEY_FILE: &str = "admin.key";
@@ -77,6 +128,11 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         .context("opening the database")?;
     let store: Arc<dyn Store> = Arc::new(store);
     ensure_admin_key(store.as_ref(), &data_dir).await?;
+    store
+        .ensure_tenant(ADMIN_TENANT)
+        .await
+        .context("recording the admin tenant")?;
+    let quotas = args.quotas.quotas()?;
 
     let agent = find_agent(args.agent.clone());
     match &agent {
@@ -120,6 +176,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         lease: std::time::Duration::from_secs(args.lease_secs.max(3)),
         max_async_input_bytes: args.max_async_input_mb * 1024 * 1024,
         retention: std::time::Duration::from_secs(args.retention_hours.saturating_mul(3600)),
+        quotas,
         ..Config::default()
     };
     let tasks = TaskManager::new(

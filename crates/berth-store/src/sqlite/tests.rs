@@ -90,7 +90,7 @@ async fn queue_claims_fifo_once() {
     s.insert_task(&task("f", TaskKind::Sync), None)
         .await
         .unwrap();
-    let first = s.claim_queued("n1", 3, 10_000).await.unwrap();
+    let first = s.claim_queued("n1", 3, 10_000, &[]).await.unwrap();
     let ids: Vec<_> = first.iter().map(|t| t.id).collect();
     assert_eq!(ids, tasks[..3].iter().map(|t| t.id).collect::<Vec<_>>());
     assert!(
@@ -98,9 +98,14 @@ async fn queue_claims_fifo_once() {
             .iter()
             .all(|t| t.attempt == 1 && t.status == TaskStatus::Running)
     );
-    let rest = s.claim_queued("n2", 10, 10_000).await.unwrap();
+    let rest = s.claim_queued("n2", 10, 10_000, &[]).await.unwrap();
     assert_eq!(rest.len(), 2, "sync tasks are never claimed by the queue");
-    assert!(s.claim_queued("n2", 10, 10_000).await.unwrap().is_empty());
+    assert!(
+        s.claim_queued("n2", 10, 10_000, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     assert!(
         s.finish_task(ids[0], 1, &finish(TaskStatus::Succeeded))
@@ -133,7 +138,7 @@ async fn recovery_requeues_then_gives_up() {
     };
     s.insert_task(&sync, Some(&lease)).await.unwrap();
 
-    s.claim_queued("dead", 1, 60_000).await.unwrap();
+    s.claim_queued("dead", 1, 60_000, &[]).await.unwrap();
     assert_eq!(
         s.recover(Some("alive")).await.unwrap(),
         Recovered::default()
@@ -153,7 +158,7 @@ async fn recovery_requeues_then_gives_up() {
     );
 
     // Second attempt also lost, by lease expiry this time: out of attempts.
-    let again = s.claim_queued("other", 1, -1).await.unwrap();
+    let again = s.claim_queued("other", 1, -1, &[]).await.unwrap();
     assert_eq!(again[0].attempt, 2);
     let r = s.recover(None).await.unwrap();
     assert_eq!(r.failed, vec![t.id]);
@@ -174,7 +179,7 @@ async fn cancel_and_tenancy() {
         s.cancel_task("t", a.id).await.unwrap(),
         Some(Cancel::Dequeued)
     );
-    let claimed = s.claim_queued("n", 5, 10_000).await.unwrap();
+    let claimed = s.claim_queued("n", 5, 10_000, &[]).await.unwrap();
     assert_eq!(claimed.len(), 1, "a cancelled task is never claimed");
     assert_eq!(
         s.cancel_task("t", b.id).await.unwrap(),
@@ -265,7 +270,7 @@ async fn expiry_removes_only_old_finished_tasks() {
     let done = task("f", TaskKind::Async);
     let waiting = task("f", TaskKind::Async);
     s.insert_task(&done, None).await.unwrap();
-    s.claim_queued("n", 1, 10_000).await.unwrap();
+    s.claim_queued("n", 1, 10_000, &[]).await.unwrap();
     s.finish_task(done.id, 1, &finish(TaskStatus::Succeeded))
         .await
         .unwrap();
@@ -280,4 +285,117 @@ async fn expiry_removes_only_old_finished_tasks() {
     assert_eq!(gone, vec![done.id]);
     assert!(s.get_task("t", done.id).await.unwrap().is_none());
     assert!(s.get_task("t", waiting.id).await.unwrap().is_some());
+}
+
+#[tokio::test]
+async fn tenants_own_their_keys_and_quotas() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let quotas = QuotaOverrides {
+        max_memory_mb: Some(128),
+        ..Default::default()
+    };
+    assert!(s.create_tenant("alpha", &quotas, &[1; 32]).await.unwrap());
+    assert!(
+        !s.create_tenant("alpha", &QuotaOverrides::default(), &[2; 32])
+            .await
+            .unwrap(),
+        "a taken name is refused"
+    );
+    assert_eq!(
+        s.tenant_for_key(&[2; 32]).await.unwrap(),
+        None,
+        "the refused creation left no key behind"
+    );
+    let t = s.get_tenant("alpha").await.unwrap().unwrap();
+    assert_eq!((t.overrides.max_memory_mb, t.keys), (Some(128), 1));
+
+    // Rotation: the old key stops, the new one works, in one step.
+    assert!(
+        s.replace_api_keys("alpha", Some(&[3; 32]), "primary")
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.tenant_for_key(&[1; 32]).await.unwrap(), None);
+    assert_eq!(
+        s.tenant_for_key(&[3; 32]).await.unwrap().as_deref(),
+        Some("alpha")
+    );
+    // Revocation leaves the tenant with no key at all.
+    assert!(s.replace_api_keys("alpha", None, "primary").await.unwrap());
+    assert_eq!(s.tenant_for_key(&[3; 32]).await.unwrap(), None);
+    assert_eq!(s.get_tenant("alpha").await.unwrap().unwrap().keys, 0);
+    assert!(!s.replace_api_keys("nope", None, "primary").await.unwrap());
+
+    assert!(
+        s.set_tenant_quotas("alpha", &QuotaOverrides::default())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.get_tenant("alpha").await.unwrap().unwrap().overrides,
+        QuotaOverrides::default()
+    );
+    assert!(
+        !s.set_tenant_quotas("nope", &QuotaOverrides::default())
+            .await
+            .unwrap()
+    );
+    s.ensure_tenant("admin").await.unwrap();
+    s.ensure_tenant("admin").await.unwrap();
+    let names: Vec<_> = s
+        .list_tenants()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(names, ["admin", "alpha"]);
+}
+
+#[tokio::test]
+async fn idempotency_keys_return_the_first_task() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let first = task("f", TaskKind::Async);
+    assert!(matches!(
+        s.insert_task_idempotent(&first, "k1", "d1").await.unwrap(),
+        Idempotent::Inserted
+    ));
+    let again = task("f", TaskKind::Async);
+    match s.insert_task_idempotent(&again, "k1", "d1").await.unwrap() {
+        Idempotent::Existing { task, same_request } => {
+            assert_eq!(task.id, first.id);
+            assert!(same_request);
+        }
+        other => panic!("expected the first task, got {other:?}"),
+    }
+    match s.insert_task_idempotent(&again, "k1", "d2").await.unwrap() {
+        Idempotent::Existing { same_request, .. } => assert!(!same_request),
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    assert!(s.get_task("t", again.id).await.unwrap().is_none());
+    // Keys are per tenant.
+    let mut other = task("f", TaskKind::Async);
+    other.tenant = "u".into();
+    assert!(matches!(
+        s.insert_task_idempotent(&other, "k1", "d2").await.unwrap(),
+        Idempotent::Inserted
+    ));
+    assert_eq!(s.count_tasks("t", TaskStatus::Queued).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn claims_skip_tenants_at_their_quota() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let mut busy = task("f", TaskKind::Async);
+    busy.tenant = "busy".into();
+    s.insert_task(&busy, None).await.unwrap();
+    let free = task("f", TaskKind::Async);
+    s.insert_task(&free, None).await.unwrap();
+    let claimed = s
+        .claim_queued("n", 10, 10_000, &["busy".to_owned()])
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].id, free.id);
+    assert_eq!(s.count_tasks("busy", TaskStatus::Queued).await.unwrap(), 1);
 }
