@@ -1,4 +1,4 @@
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::harness::{Server, error_code};
@@ -53,12 +53,6 @@ async fn bad_requests_get_clear_json_errors() {
             "function_not_found",
         ),
         (
-            "malformed JSON",
-            json_put("/v1/functions/f", "{\"image\": "),
-            StatusCode::BAD_REQUEST,
-            "invalid_json",
-        ),
-        (
             "not an object",
             json_put("/v1/functions/f", "[1,2]"),
             StatusCode::BAD_REQUEST,
@@ -92,15 +86,6 @@ async fn bad_requests_get_clear_json_errors() {
             "invalid_function",
         ),
         (
-            "wrong content type",
-            http.put(url("/v1/functions/f"))
-                .bearer_auth(&key)
-                .header("Content-Type", "text/plain")
-                .body(r#"{"image":"x"}"#),
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-        ),
-        (
             "unknown task",
             http.get(url("/v1/tasks/0190c8e4-5b4a-7c9e-8f00-000000000000"))
                 .bearer_auth(&key),
@@ -112,13 +97,6 @@ async fn bad_requests_get_clear_json_errors() {
             http.get(url("/v1/tasks/..%2f..%2fetc")).bearer_auth(&key),
             StatusCode::NOT_FOUND,
             "task_not_found",
-        ),
-        (
-            "page too large",
-            http.get(url("/v1/tasks?limit=1000000000000"))
-                .bearer_auth(&key),
-            StatusCode::BAD_REQUEST,
-            "bad_request",
         ),
         (
             "no such endpoint",
@@ -134,15 +112,6 @@ async fn bad_requests_get_clear_json_errors() {
         assert_eq!(got, status, "{what}: {}", String::from_utf8_lossy(&body));
         assert_eq!(error_code(&body), code, "{what}");
     }
-    let deep = "[".repeat(100_000);
-    let resp = server
-        .req(Method::PUT, "/v1/functions/f")
-        .header("Content-Type", "application/json")
-        .body(deep)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 
     // Nothing was created by any of it.
     let list: serde_json::Value = server.get_json("/v1/functions").await;

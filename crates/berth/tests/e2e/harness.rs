@@ -199,6 +199,27 @@ impl Server {
             .bearer_auth(&self.key)
     }
 
+    /// A request made with another tenant's key.
+    pub fn req_as(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(key)
+    }
+
+    /// Creates a tenant (as the admin) and returns its API key.
+    pub async fn create_tenant(&self, name: &str, quotas: Value) -> String {
+        let resp = self
+            .req(Method::POST, "/v1/tenants")
+            .json(&serde_json::json!({"name": name, "quotas": quotas}))
+            .send()
+            .await
+            .expect("create tenant");
+        let status = resp.status();
+        let v: Value = resp.json().await.expect("tenant json");
+        assert_eq!(status, StatusCode::CREATED, "create tenant {name}: {v}");
+        v["api_key"].as_str().expect("api_key").to_owned()
+    }
+
     /// GET a JSON document that must exist.
     pub async fn get_json(&self, path: &str) -> Value {
         let resp = self.req(Method::GET, path).send().await.expect("GET");

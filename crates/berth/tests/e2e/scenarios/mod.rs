@@ -1,0 +1,7 @@
+//! The bad-input and fault suite: one test per scenario, each asserting the
+//! status, the error code, and that nothing else changed. Scenario numbers
+//! follow docs/SECURITY.md.
+
+mod input;
+mod registry_input;
+mod tenancy;
