@@ -95,3 +95,75 @@ async fn cli_deploys_invokes_and_follows_tasks() {
         "a finished task cannot be cancelled"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cli_manages_tenants_keys_and_quotas() {
+    let server = Server::start().await;
+    let created: Value = serde_json::from_str(&ok(berth(
+        &server,
+        &["tenant", "create", "delta", "--max-memory-mb", "512"],
+        b"",
+    )))
+    .unwrap();
+    let key = created["api_key"]
+        .as_str()
+        .expect("key shown once")
+        .to_owned();
+    assert_eq!(created["quotas"]["max_memory_mb"], 512);
+    let status = |key: &str| {
+        let server_url = server.url.clone();
+        let key = key.to_owned();
+        async move {
+            reqwest::Client::new()
+                .get(format!("{server_url}/v1/functions"))
+                .bearer_auth(key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(status(&key).await, reqwest::StatusCode::OK);
+
+    // Quota changes keep what was set before unless reset.
+    let changed: Value = serde_json::from_str(&ok(berth(
+        &server,
+        &["tenant", "quota", "delta", "--max-concurrent-tasks", "3"],
+        b"",
+    )))
+    .unwrap();
+    assert_eq!(
+        changed["overrides"],
+        serde_json::json!({"max_memory_mb": 512, "max_concurrent_tasks": 3})
+    );
+    let listed: Value =
+        serde_json::from_str(&ok(berth(&server, &["tenant", "list"], b""))).unwrap();
+    let names: Vec<_> = listed["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["admin", "delta"]);
+
+    let rotated: Value =
+        serde_json::from_str(&ok(berth(&server, &["tenant", "rotate-key", "delta"], b""))).unwrap();
+    let new_key = rotated["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(status(&key).await, reqwest::StatusCode::UNAUTHORIZED);
+    assert_eq!(status(&new_key).await, reqwest::StatusCode::OK);
+    ok(berth(&server, &["tenant", "revoke", "delta"], b""));
+    assert_eq!(status(&new_key).await, reqwest::StatusCode::UNAUTHORIZED);
+
+    // A tenant's key cannot manage tenants; the CLI shows the server's reason.
+    let out = berth(
+        &server,
+        &["tenant", "create", "epsilon", "--key", &key],
+        b"",
+    );
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unauthorized"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
