@@ -278,12 +278,11 @@ async fn cpu_time_is_metered_per_request() {
     let t = server.task(id).await;
     let cpu = t["usage"]["cpu_ms"].as_i64().expect("cpu_ms recorded");
     let run = t["timing"]["run_ms"].as_i64().expect("run_ms");
-    // A single-threaded CPU loop uses about as much CPU as wall time.
+    // The loop's CPU is its own work, whatever else shares the machine;
+    // a single thread can never use more CPU than wall time. (Its share of
+    // the wall time depends on the machine's load, so it is not checked.)
     assert!(cpu >= 100, "{t}");
-    assert!(
-        cpu * 10 >= run * 6 && cpu <= run + 50,
-        "cpu {cpu} ms vs run {run} ms: {t}"
-    );
+    assert!(cpu <= run + 50, "cpu {cpu} ms vs run {run} ms: {t}");
     assert!(t["usage"]["peak_memory_bytes"].as_i64().unwrap() > 0, "{t}");
 
     let (status, headers, _) = server.invoke("idle", "", "").await;
