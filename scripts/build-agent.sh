@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Builds the agent, and the http-mode echo server used by tests and test
-# images, as statically linked binaries: the agent is bind-mounted into
-# containers whose images may have no libc at all (FROM scratch).
+# Builds the agent, and the http-mode echo server and sandbox probe used by
+# tests and test images, as statically linked binaries: the agent is
+# bind-mounted into containers whose images may have no libc at all (FROM
+# scratch).
 #
-# Prints the paths of both binaries, agent first.
+# Prints the paths of the binaries, one a line: agent, echo server, probe.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -15,12 +16,12 @@ target=x86_64-unknown-linux-gnu
 # container, and its size is most of what it costs there.
 CARGO_PROFILE_RELEASE_STRIP=symbols \
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --quiet --locked \
-    -p berth-agent --features echo-http \
-    --bin berth-agent --bin berth-echo-http \
+    -p berth-agent --features echo-http,probe \
+    --bin berth-agent --bin berth-echo-http --bin berth-probe \
     --target "$target"
 
 out="$root/target/$target/release"
-for bin in berth-agent berth-echo-http; do
+for bin in berth-agent berth-echo-http berth-probe; do
   path="$out/$bin"
   # ldd lists the libraries of a dynamic executable as `name => path`; a
   # static one gets "not a dynamic executable" or "statically linked".

@@ -40,6 +40,27 @@ DOCKERFILE
 docker build -q -t berth-test/echo-http:latest "$ctx/echo-http" >/dev/null
 echo "built berth-test/echo-http:latest"
 
+# nonroot: busybox with a non-root USER of its own, which Berth keeps.
+mkdir -p "$ctx/nonroot"
+cat > "$ctx/nonroot/Dockerfile" <<'DOCKERFILE'
+FROM berth-test/busybox:latest
+USER 4321:4321
+DOCKERFILE
+docker build -q -t berth-test/nonroot:latest "$ctx/nonroot" >/dev/null
+echo "built berth-test/nonroot:latest"
+
+# probe: tries mount, a raw socket and ptrace from inside, for the sandbox
+# tests.
+mkdir -p "$ctx/probe"
+cp "${built[2]}" "$ctx/probe/probe"
+cat > "$ctx/probe/Dockerfile" <<'DOCKERFILE'
+FROM scratch
+COPY probe /probe
+ENTRYPOINT ["/probe"]
+DOCKERFILE
+docker build -q -t berth-test/probe:latest "$ctx/probe" >/dev/null
+echo "built berth-test/probe:latest"
+
 if [ "${1:-}" != "--no-examples" ]; then
   "$root/examples/image-ops/build.sh" berth-example/image-ops:latest
 fi

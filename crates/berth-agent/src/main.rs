@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use berth_agent::agent::{self, Config, Mode};
 use clap::{Parser, ValueEnum};
+use rustix::process::DumpableBehavior;
 
 /// Runs a function's program per request (exec) or proxies to its HTTP
 /// server (http), serving requests on a unix socket.
@@ -41,6 +42,13 @@ enum ModeArg {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    // The function runs as the agent's own uid, and dropped capabilities do
+    // not stop ptrace between processes of one uid: only a non-dumpable
+    // agent keeps the function from attaching to it (or reading its memory
+    // through /proc/1) to forge the exit reports and usage it meters.
+    if let Err(err) = rustix::process::set_dumpable_behavior(DumpableBehavior::NotDumpable) {
+        eprintln!("berth-agent: cannot make the agent non-dumpable: {err}");
+    }
     let config = Config {
         socket: args.socket,
         mode: match args.mode {

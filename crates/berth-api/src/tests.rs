@@ -737,6 +737,7 @@ async fn deploying_versions_a_function_only_when_it_changes() {
     assert_eq!(latest["cpu_millis"], 1000);
     assert_eq!(latest["memory_mb"], 256);
     assert_eq!(latest["timeout_secs"], 60);
+    assert_eq!(latest["run_as_root"], false);
     assert!(latest["created_at"].as_str().unwrap().ends_with('Z'));
 }
 

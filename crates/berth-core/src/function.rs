@@ -63,6 +63,11 @@ pub struct FunctionConfig {
     /// Longest a request waits in that queue before it gets 429.
     #[serde(default = "default_queue_timeout")]
     pub queue_timeout_secs: u32,
+    /// Run as root (uid 0) inside the container, for images that need to
+    /// own their files. Capabilities stay dropped either way. Otherwise the
+    /// image's own non-root USER is kept, or uid 65534 ("nobody") used.
+    #[serde(default)]
+    pub run_as_root: bool,
 }
 
 /// How the function's program is run.

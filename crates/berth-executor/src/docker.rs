@@ -75,6 +75,10 @@ pub struct DockerConfig {
     pub kill_grace: Duration,
     /// How long a new instance may take to accept requests.
     pub ready_timeout: Duration,
+    /// The engine's OCI runtime for function containers (e.g. `runsc` for
+    /// gVisor, once registered with the engine); `None` is the engine's
+    /// default (runc).
+    pub runtime: Option<String>,
 }
 
 impl Default for DockerConfig {
@@ -90,6 +94,7 @@ impl Default for DockerConfig {
             run_dir: std::env::temp_dir().join("berth-run"),
             kill_grace: Duration::from_secs(2),
             ready_timeout: Duration::from_secs(30),
+            runtime: None,
         }
     }
 }
@@ -132,7 +137,23 @@ pub(crate) struct Engine {
     pub cfg: DockerConfig,
     slots: Arc<Semaphore>,
     pull: std::sync::RwLock<Option<PullCredentials>>,
+    /// What containers need from images' configs, by image id (ids are
+    /// immutable).
+    images: std::sync::Mutex<HashMap<String, ImageConfig>>,
 }
+
+/// The parts of an image's config that decide how its containers run.
+#[derive(Debug, Clone)]
+pub(crate) struct ImageConfig {
+    /// ENTRYPOINT followed by CMD, as `docker run` would run them.
+    pub program: Vec<String>,
+    /// The image's USER, if it sets one.
+    pub user: Option<String>,
+}
+
+/// Who function containers run as unless told otherwise: the conventional
+/// unprivileged "nobody", which owns no file in any image.
+const NOBODY: &str = "65534:65534";
 
 impl DockerExecutor {
     /// Uses the usual `DOCKER_HOST` / local socket defaults; nothing is
@@ -143,6 +164,7 @@ impl DockerExecutor {
             slots: Arc::new(Semaphore::new(cfg.max_containers)),
             cfg,
             pull: std::sync::RwLock::new(None),
+            images: std::sync::Mutex::new(HashMap::new()),
         });
         let (exited_tx, exited_rx) = mpsc::channel(64);
         Self {
@@ -189,24 +211,28 @@ impl DockerExecutor {
         let docker = self.engine.client().await?.clone();
         let mut began = Instant::now();
         let mut pull_ms = None;
+        let image = match self.engine.image_config(&spec.image).await {
+            // Never pulled to this node: fetch it if it is ours to fetch.
+            Err(ExecError::ImageNotFound(_)) => {
+                pull_ms = self.engine.ensure_image(&spec.image).await?.1;
+                began = Instant::now();
+                self.engine.image_config(&spec.image).await?
+            }
+            other => other?,
+        };
+        let body = self.engine.fresh_body(&spec, &image);
         let mut created = docker
-            .create_container(
-                None::<CreateContainerOptions>,
-                self.engine.fresh_body(&spec),
-            )
+            .create_container(None::<CreateContainerOptions>, body.clone())
             .await;
         if let Err(e) = &created
             && is_not_found(e)
         {
-            // Removed from the engine behind our back, or never pulled to
-            // this node: fetch it again if it is ours to fetch.
+            // Removed from the engine behind our back since it was
+            // inspected: fetch it again.
             pull_ms = self.engine.ensure_image(&spec.image).await?.1;
             began = Instant::now();
             created = docker
-                .create_container(
-                    None::<CreateContainerOptions>,
-                    self.engine.fresh_body(&spec),
-                )
+                .create_container(None::<CreateContainerOptions>, body)
                 .await;
         }
         let created = created.map_err(|e| {
@@ -251,12 +277,14 @@ impl DockerExecutor {
         let (out_tx, out_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (err_tx, err_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (done_tx, done_rx) = oneshot::channel();
+        let grace = self.engine.cfg.kill_grace;
         tokio::spawn(async move {
             let _permit = permit;
-            let outcome = drive(&container, spec, attach, stdin, out_tx, err_tx, start_ms)
+            let outcome = drive(&container, spec, attach, stdin, out_tx, err_tx, grace)
                 .await
                 .map(|mut o| {
                     o.pull_ms = pull_ms;
+                    o.start_ms = start_ms;
                     o
                 });
             container.remove().await;
@@ -335,6 +363,30 @@ impl Engine {
         Ok((info, Some(elapsed_ms(began))))
     }
 
+    /// The image's program and user, inspected once per image id.
+    pub async fn image_config(&self, image: &str) -> Result<ImageConfig, ExecError> {
+        if let Some(c) = self.lock_images().get(image) {
+            return Ok(c.clone());
+        }
+        let docker = self.client().await?;
+        let config = inspect(docker, image).await?.config.unwrap_or_default();
+        let found = ImageConfig {
+            program: config
+                .entrypoint
+                .unwrap_or_default()
+                .into_iter()
+                .chain(config.cmd.unwrap_or_default())
+                .collect(),
+            user: config.user.filter(|u| !u.trim().is_empty()),
+        };
+        self.lock_images().insert(image.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    fn lock_images(&self) -> std::sync::MutexGuard<'_, HashMap<String, ImageConfig>> {
+        self.images.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// One of the node's container slots. When the node is full, idle warm
     /// instances of other functions are removed to make room: a request
     /// that can run now beats an instance that might be used later.
@@ -375,9 +427,11 @@ impl Engine {
         HostConfig {
             network_mode: Some("none".into()),
             readonly_rootfs: Some(true),
+            // Sticky and world-writable: the function runs as whichever
+            // uid the image or its config picks.
             tmpfs: Some(HashMap::from([(
                 "/tmp".to_owned(),
-                format!("rw,nosuid,nodev,size={}m", self.cfg.tmp_size_mb),
+                format!("rw,nosuid,nodev,size={}m,mode=1777", self.cfg.tmp_size_mb),
             )])),
             cap_drop: Some(vec!["ALL".into()]),
             security_opt: Some(vec!["no-new-privileges".into()]),
@@ -404,16 +458,18 @@ impl Engine {
                 typ: Some("none".into()),
                 config: None,
             }),
+            runtime: self.cfg.runtime.clone(),
             ..Default::default()
         }
     }
 
-    fn fresh_body(&self, spec: &RunSpec) -> ContainerCreateBody {
+    fn fresh_body(&self, spec: &RunSpec, image: &ImageConfig) -> ContainerCreateBody {
         let mut labels = self.labels(spec);
         labels.insert(LABEL_TASK.to_owned(), spec.task_id.to_string());
         let env = spec.env.iter().chain(&spec.request_env);
         ContainerCreateBody {
             image: Some(spec.image.clone()),
+            user: Some(container_user(spec.run_as_root, image.user.as_deref())),
             entrypoint: spec.command.clone(),
             env: Some(env.map(|(k, v)| format!("{k}={v}")).collect()),
             labels: Some(labels),
@@ -428,6 +484,28 @@ impl Engine {
             ..Default::default()
         }
     }
+}
+
+/// The user a function's container runs as: root only when the function
+/// asks for it; else the image's own USER when that is not root, else
+/// nobody. Images that say nothing run as root under plain Docker, which
+/// is the default this replaces.
+pub(crate) fn container_user(run_as_root: bool, image_user: Option<&str>) -> String {
+    if run_as_root {
+        return "0:0".into();
+    }
+    match image_user.map(str::trim) {
+        Some(user) if !user.is_empty() && !names_root(user) => user.to_owned(),
+        _ => NOBODY.into(),
+    }
+}
+
+/// Whether a `user[:group]` names uid 0. Another name that the image's
+/// /etc/passwd maps to uid 0 gets through, which grants nothing a function
+/// could not ask for with `run_as_root`.
+fn names_root(user: &str) -> bool {
+    let uid = user.split(':').next().unwrap_or(user).trim();
+    uid == "root" || uid.parse::<u32>() == Ok(0)
 }
 
 async fn inspect_id(docker: &Docker, reference: &str) -> Result<ImageInfo, ExecError> {
@@ -587,13 +665,20 @@ pub(crate) struct Container {
 }
 
 impl Container {
-    async fn kill(&self) {
+    /// Signals the container's main process. Only SIGKILL is sure to land:
+    /// as PID 1 of its namespace, the function gets other signals only if
+    /// it handles them.
+    async fn signal(&self, signal: &str) {
         let opts = KillContainerOptionsBuilder::default()
-            .signal("SIGKILL")
+            .signal(signal)
             .build();
         if let Err(e) = self.docker.kill_container(&self.id, Some(opts)).await {
-            debug!(container = %self.id, error = %e, "kill failed (may have exited)");
+            debug!(container = %self.id, signal, error = %e, "signal failed (may have exited)");
         }
+    }
+
+    async fn kill(&self) {
+        self.signal("SIGKILL").await;
     }
 
     pub async fn remove(&self) {
@@ -656,10 +741,20 @@ impl Tail {
 }
 
 /// Why forwarding stopped early.
+#[derive(Clone, Copy)]
 enum Interrupt {
     Deadline,
     Cancel,
     CallerGone,
+}
+
+/// What the forwarding loop does next.
+enum Step {
+    Frame(Option<Result<LogOutput, DockerError>>),
+    /// Tell the function to stop (SIGTERM) and start its grace period.
+    Stop(Interrupt),
+    /// The grace period is over: SIGKILL.
+    GraceOver,
 }
 
 async fn drive(
@@ -669,7 +764,7 @@ async fn drive(
     mut stdin: InputStream,
     out_tx: mpsc::Sender<Bytes>,
     err_tx: mpsc::Sender<Bytes>,
-    start_ms: i64,
+    grace: Duration,
 ) -> Result<RunOutcome, ExecError> {
     let running = Instant::now();
     let mut input = attach.input;
@@ -686,19 +781,48 @@ async fn drive(
         let _ = input.shutdown().await;
     });
 
+    // The run's deadline until it is interrupted, then the end of the
+    // grace period between SIGTERM and SIGKILL.
     let deadline = tokio::time::sleep(spec.timeout);
     tokio::pin!(deadline);
     let mut tail = Tail(Vec::new());
     let mut stderr_open = true;
+    let mut stopping: Option<Interrupt> = None;
+    let mut next: Option<Step> = None;
     let interrupted = loop {
-        let frame = tokio::select! {
-            frame = output.next() => frame,
-            () = &mut deadline => break Some(Interrupt::Deadline),
-            () = spec.cancel.cancelled() => break Some(Interrupt::Cancel),
-            () = out_tx.closed() => break Some(Interrupt::CallerGone),
+        let step = match next.take() {
+            Some(step) => step,
+            None => tokio::select! {
+                frame = output.next() => Step::Frame(frame),
+                () = &mut deadline => match stopping {
+                    Some(_) => Step::GraceOver,
+                    None => Step::Stop(Interrupt::Deadline),
+                },
+                () = spec.cancel.cancelled(), if stopping.is_none() => Step::Stop(Interrupt::Cancel),
+                () = out_tx.closed(), if stopping.is_none() => Step::Stop(Interrupt::CallerGone),
+            },
+        };
+        let frame = match step {
+            Step::Stop(why) => {
+                // A function that handles SIGTERM gets the grace period to
+                // finish up; its stderr is still collected meanwhile.
+                container.signal("SIGTERM").await;
+                stopping = Some(why);
+                deadline.as_mut().reset(tokio::time::Instant::now() + grace);
+                continue;
+            }
+            Step::GraceOver => {
+                container.kill().await;
+                break stopping;
+            }
+            Step::Frame(frame) => frame,
         };
         let (is_stdout, message) = match frame {
             Some(Ok(LogOutput::StdOut { message } | LogOutput::Console { message })) => {
+                // Once stopping, the output is no answer any more.
+                if stopping.is_some() {
+                    continue;
+                }
                 (true, message)
             }
             Some(Ok(LogOutput::StdErr { message })) => {
@@ -711,38 +835,38 @@ async fn drive(
             Some(Ok(LogOutput::StdIn { .. })) => continue,
             Some(Err(e)) => {
                 warn!(container = %container.id, error = %e, "attach stream failed");
-                break None;
+                break stopping;
             }
-            None => break None,
+            // The function has exited, on its own or after SIGTERM.
+            None => break stopping,
         };
         let tx = if is_stdout { &out_tx } else { &err_tx };
         // A slow reader stalls the function (backpressure), but never past
-        // its deadline or a cancel. A stderr reader that went away only
-        // stops log forwarding; a stdout reader that went away ends the run.
-        tokio::select! {
-            sent = tx.send(message) => {
-                if sent.is_err() {
-                    if is_stdout {
-                        break Some(Interrupt::CallerGone);
-                    }
+        // its deadline, a cancel or the grace period. A stderr reader that
+        // went away only stops log forwarding; a stdout reader that went
+        // away ends the run.
+        next = tokio::select! {
+            sent = tx.send(message) => match sent {
+                Ok(()) => None,
+                Err(_) if is_stdout => Some(Step::Stop(Interrupt::CallerGone)),
+                Err(_) => {
                     stderr_open = false;
+                    None
                 }
-            }
-            () = &mut deadline => break Some(Interrupt::Deadline),
-            () = spec.cancel.cancelled() => break Some(Interrupt::Cancel),
-        }
+            },
+            () = &mut deadline => Some(match stopping {
+                Some(_) => Step::GraceOver,
+                None => Step::Stop(Interrupt::Deadline),
+            }),
+            () = spec.cancel.cancelled(), if stopping.is_none() => Some(Step::Stop(Interrupt::Cancel)),
+        };
     };
     pump.abort();
 
     let exit = match interrupted {
-        Some(why) => {
-            container.kill().await;
-            match why {
-                Interrupt::Deadline => Exit::TimedOut,
-                Interrupt::Cancel => Exit::Cancelled,
-                Interrupt::CallerGone => Exit::CallerGone,
-            }
-        }
+        Some(Interrupt::Deadline) => Exit::TimedOut,
+        Some(Interrupt::Cancel) => Exit::Cancelled,
+        Some(Interrupt::CallerGone) => Exit::CallerGone,
         None => {
             // Output has ended, so the process is exiting; the deadline
             // still bounds the wait in case the engine misbehaves.
@@ -772,7 +896,7 @@ async fn drive(
         stderr_tail: tail.into_string(),
         queued_ms: 0,
         pull_ms: None,
-        start_ms,
+        start_ms: 0,
         run_ms,
         cpu_ms: None,
         peak_memory_bytes: None,
@@ -792,6 +916,21 @@ mod tests {
         assert_eq!(registry_host("localhost/x:1"), Some("localhost"));
         assert_eq!(registry_host("berth-test/busybox:latest"), None);
         assert_eq!(registry_host("busybox"), None);
+    }
+
+    #[test]
+    fn functions_run_as_nobody_unless_the_image_or_config_says_otherwise() {
+        assert_eq!(container_user(false, None), "65534:65534");
+        assert_eq!(container_user(false, Some("")), "65534:65534");
+        // An image that asks for root gets nobody too: root is opt-in.
+        for root in ["root", "0", "0:0", "root:root", "0:1000", " 0 "] {
+            assert_eq!(container_user(false, Some(root)), "65534:65534", "{root}");
+        }
+        for own in ["1000", "4321:4321", "app", "app:app", "1000:0"] {
+            assert_eq!(container_user(false, Some(own)), own);
+        }
+        assert_eq!(container_user(true, None), "0:0");
+        assert_eq!(container_user(true, Some("4321:4321")), "0:0");
     }
 
     #[test]

@@ -66,6 +66,8 @@ pub struct RunSpec {
     pub memory_mb: u32,
     pub timeout: Duration,
     pub mode: Mode,
+    /// Run as uid 0 instead of the image's non-root user or nobody.
+    pub run_as_root: bool,
     pub pool: PoolSettings,
     /// Fired to kill the attempt (a cancel request).
     pub cancel: CancellationToken,

@@ -3,7 +3,6 @@
 //! request costs a fork/exec (exec mode) or a proxied HTTP request (http
 //! mode) instead of a container start. The container keeps no network.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -22,7 +21,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::docker::{
-    Container, Engine, LABEL_INSTANCE, Tail, elapsed_ms, engine_error, inspect, is_not_found,
+    Container, Engine, ImageConfig, LABEL_INSTANCE, Tail, container_user, elapsed_ms, engine_error,
+    is_not_found,
 };
 use crate::pool::{Instance, Launcher, Pools};
 use crate::{ExecError, Exit, InputStream, Invocation, ResponseHead, RunOutcome, RunSpec};
@@ -60,49 +60,25 @@ pub(crate) struct WarmLauncher {
     engine: Arc<Engine>,
     /// Instances whose container exited, reported to the pools.
     exited_tx: mpsc::Sender<String>,
-    /// Images' own entrypoint and cmd, by image id (ids are immutable).
-    programs: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
 
 impl WarmLauncher {
     pub fn new(engine: Arc<Engine>, exited_tx: mpsc::Sender<String>) -> Self {
-        Self {
-            engine,
-            exited_tx,
-            programs: std::sync::Mutex::new(HashMap::new()),
-        }
+        Self { engine, exited_tx }
     }
 
     /// What the agent runs: the function's command, else the image's
     /// ENTRYPOINT followed by its CMD, as `docker run` would.
-    async fn program(&self, spec: &RunSpec) -> Result<Vec<String>, ExecError> {
+    fn program(spec: &RunSpec, image: &ImageConfig) -> Result<Vec<String>, ExecError> {
         if let Some(cmd) = &spec.command {
             return Ok(cmd.clone());
         }
-        if let Some(p) = self.lock_programs().get(&spec.image) {
-            return Ok(p.clone());
-        }
-        let docker = self.engine.client().await?;
-        let image = inspect(docker, &spec.image).await?;
-        let config = image.config.unwrap_or_default();
-        let program: Vec<String> = config
-            .entrypoint
-            .unwrap_or_default()
-            .into_iter()
-            .chain(config.cmd.unwrap_or_default())
-            .collect();
-        if program.is_empty() {
+        if image.program.is_empty() {
             return Err(ExecError::Instance(
                 "the image has no ENTRYPOINT or CMD and the function sets no command".into(),
             ));
         }
-        self.lock_programs()
-            .insert(spec.image.clone(), program.clone());
-        Ok(program)
-    }
-
-    fn lock_programs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
-        self.programs.lock().unwrap_or_else(|p| p.into_inner())
+        Ok(image.program.clone())
     }
 
     fn body(
@@ -110,6 +86,7 @@ impl WarmLauncher {
         spec: &RunSpec,
         id: &str,
         dir: &Path,
+        image: &ImageConfig,
         program: Vec<String>,
     ) -> ContainerCreateBody {
         let agent = self
@@ -150,6 +127,9 @@ impl WarmLauncher {
         ]);
         ContainerCreateBody {
             image: Some(spec.image.clone()),
+            // The agent runs as the function's user: it needs no privilege
+            // of its own (its socket directory is open to every uid).
+            user: Some(container_user(spec.run_as_root, image.user.as_deref())),
             entrypoint: Some(entrypoint),
             // An explicit empty CMD: the image's CMD is already part of
             // the program the agent runs.
@@ -227,7 +207,8 @@ impl Launcher for WarmLauncher {
         // Cheap when present; a pull when the image was removed from the
         // engine behind our back.
         self.engine.ensure_image(&spec.image).await?;
-        let program = self.program(spec).await?;
+        let image = self.engine.image_config(&spec.image).await?;
+        let program = Self::program(spec, &image)?;
         let slot = self.engine.slot(evict, self).await?;
         let docker = self.engine.client().await?.clone();
         // The boot id prefix tells this life's directories from stale ones.
@@ -238,7 +219,7 @@ impl Launcher for WarmLauncher {
         );
         let dir = self.engine.cfg.run_dir.join(&id);
         create_socket_dir(&dir).await?;
-        let body = self.body(spec, &id, &dir, program);
+        let body = self.body(spec, &id, &dir, &image, program);
         let created = match docker
             .create_container(None::<CreateContainerOptions>, body)
             .await

@@ -8,6 +8,7 @@
 
 mod cgi;
 mod dispatch;
+mod logs;
 mod quota;
 
 use std::collections::HashMap;
@@ -69,6 +70,7 @@ pub struct Config {
     pub lease: Duration,
     /// Attempts an async task gets when the process running it is lost.
     pub max_attempts: i64,
+    /// A task's stored stderr is cut at this size: the start is kept.
     pub max_log_bytes: u64,
     pub max_output_bytes: u64,
     pub max_async_input_bytes: u64,
@@ -400,6 +402,7 @@ impl TaskManager {
             memory_mb: v.config.memory_mb,
             timeout: Duration::from_secs(u64::from(v.config.timeout_secs)),
             mode: v.config.mode,
+            run_as_root: v.config.run_as_root,
             pool: PoolSettings {
                 concurrency: v.config.concurrency,
                 min_instances: v.config.min_instances,
@@ -706,57 +709,13 @@ impl TaskManager {
         Ok(result)
     }
 
-    /// Drains stderr into the task's log file, keeping at most the
-    /// configured size; draining continues past the cap so the function is
-    /// never stalled by its own logging.
+    /// Drains stderr into the task's log file, capped (see [`logs`]).
     async fn collect_logs(
         &self,
         id: TaskId,
-        mut stderr: mpsc::Receiver<Bytes>,
+        stderr: mpsc::Receiver<Bytes>,
     ) -> Option<berth_store::PayloadWriter> {
-        // The file is made on the first byte: most calls write no stderr,
-        // and a file (with its fsyncs) per call is most of a warm call's
-        // cost. A task without one has empty logs.
-        let mut writer: Option<berth_store::PayloadWriter> = None;
-        let mut failed = false;
-        let cap = self.cfg.max_log_bytes;
-        let mut truncated = false;
-        while let Some(chunk) = stderr.recv().await {
-            if chunk.is_empty() || failed {
-                continue;
-            }
-            if writer.is_none() {
-                match self.payloads.create(id, PayloadKind::Logs).await {
-                    Ok(w) => writer = Some(w),
-                    Err(e) => {
-                        warn!(task = %id, error = %e, "cannot store logs");
-                        failed = true;
-                        continue;
-                    }
-                }
-            }
-            let Some(w) = writer.as_mut() else { continue };
-            if truncated {
-                continue;
-            }
-            let room = usize::try_from(cap.saturating_sub(w.written())).unwrap_or(usize::MAX);
-            let part = &chunk[..chunk.len().min(room)];
-            if let Err(e) = w.write(part).await {
-                warn!(task = %id, error = %e, "log write failed");
-                writer = None;
-                failed = true;
-                continue;
-            }
-            if part.len() < chunk.len() {
-                truncated = true;
-                let note = format!("\n[berth: logs truncated at {cap} bytes]\n");
-                if w.write(note.as_bytes()).await.is_err() {
-                    writer = None;
-                    failed = true;
-                }
-            }
-        }
-        writer
+        logs::collect(&self.payloads, id, stderr, self.cfg.max_log_bytes).await
     }
 
     async fn commit_logs(&self, id: TaskId, logs: Option<berth_store::PayloadWriter>) {

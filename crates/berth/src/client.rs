@@ -183,6 +183,10 @@ pub enum FnCommand {
         /// Program and arguments replacing the image's entrypoint and command.
         #[arg(long, num_args = 1.., allow_hyphen_values = true)]
         command: Option<Vec<String>>,
+        /// Run as root (uid 0, still without capabilities) instead of the
+        /// image's non-root user or nobody.
+        #[arg(long)]
+        run_as_root: bool,
         #[command(flatten)]
         scaling: Scaling,
     },
@@ -206,9 +210,13 @@ pub async fn function(conn: Conn, cmd: FnCommand) -> Result<u8> {
             timeout,
             env,
             command,
+            run_as_root,
             scaling,
         } => {
             let mut body = json!({ "image": image });
+            if run_as_root {
+                body["run_as_root"] = json!(true);
+            }
             scaling.apply(&mut body);
             if let Some(cpu) = cpu {
                 body["cpu_millis"] = json!(cpu);

@@ -50,6 +50,15 @@ pub struct ServerArgs {
     /// Minutes between registry garbage collections (0: never).
     #[arg(long, env = "BERTH_REGISTRY_GC_MINUTES", default_value_t = 60)]
     registry_gc_minutes: u64,
+    /// A task's stored stderr is cut at this many bytes; the start is kept
+    /// and a last line tells how much was dropped.
+    #[arg(long, env = "BERTH_MAX_LOG_BYTES", default_value_t = 1024 * 1024)]
+    max_log_bytes: u64,
+    /// The engine's OCI runtime for function containers, e.g. `runsc`
+    /// (gVisor) once it is registered with the engine; by default the
+    /// engine's own default (runc).
+    #[arg(long, env = "BERTH_RUNTIME")]
+    runtime: Option<String>,
     #[command(flatten)]
     quotas: QuotaArgs,
 }
@@ -159,6 +168,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         max_containers: args.max_containers,
         agent,
         run_dir: data_dir.join("run"),
+        runtime: args.runtime.clone().filter(|r| !r.is_empty()),
         ..DockerConfig::default()
     });
     let registry_auth = Arc::new(StoreAuthenticator::new(Arc::clone(&store)));
@@ -175,6 +185,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         async_concurrency: args.async_concurrency.max(1),
         lease: std::time::Duration::from_secs(args.lease_secs.max(3)),
         max_async_input_bytes: args.max_async_input_mb * 1024 * 1024,
+        max_log_bytes: args.max_log_bytes,
         retention: std::time::Duration::from_secs(args.retention_hours.saturating_mul(3600)),
         quotas,
         ..Config::default()

@@ -23,6 +23,18 @@ fn defaults_fill_in() {
     assert_eq!(cfg.memory_mb, 256);
     assert_eq!(cfg.timeout_secs, 60);
     assert!(cfg.command.is_none());
+    assert!(!cfg.run_as_root);
+}
+
+#[test]
+fn run_as_root_is_a_boolean() {
+    check(r#"{"image":"x","run_as_root":true}"#, Ok(()));
+    let cfg = config(r#"{"image":"x","run_as_root":true}"#).unwrap();
+    assert!(cfg.run_as_root);
+    // Shown in every view of the config, so a root function is visible.
+    let shown = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(shown["run_as_root"], true);
+    assert!(config(r#"{"image":"x","run_as_root":"yes"}"#).is_err());
 }
 
 #[test]

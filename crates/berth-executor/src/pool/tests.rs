@@ -72,6 +72,7 @@ fn spec(function: &str, pool: PoolSettings) -> RunSpec {
         memory_mb: 64,
         timeout: Duration::from_secs(5),
         mode: Mode::Exec,
+        run_as_root: false,
         pool,
         cancel: CancellationToken::new(),
     }

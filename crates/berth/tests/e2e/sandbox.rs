@@ -1,13 +1,20 @@
+use std::process::Command;
+
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use crate::harness::{Server, docker_inspect, wait_for_containers};
+use crate::harness::{
+    BUSYBOX, Server, assert_no_containers, containers, docker_inspect, wait_for_containers,
+};
 
-/// What a function can see of its own sandbox, from the inside.
+/// What a function can see of its own sandbox, from the inside, as the
+/// default unprivileged user; then who it runs as when the image or the
+/// function says otherwise.
 #[tokio::test(flavor = "multi_thread")]
 async fn function_runs_in_the_hardened_baseline() {
     let server = Server::start().await;
     let probe = r#"
+echo "uid: $(id -u) gid: $(id -g)"
 grep -E '^(CapEff|NoNewPrivs):' /proc/self/status
 echo "net: $(ls /sys/class/net | tr '\n' ' ')"
 if touch /rootfs-write 2>/dev/null; then echo "rootfs: writable"; else echo "rootfs: read-only"; fi
@@ -19,6 +26,7 @@ if dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null; then echo "tmp: unb
     let out = String::from_utf8_lossy(&body);
     assert_eq!(status, StatusCode::OK, "{out}");
     for line in [
+        "uid: 65534 gid: 65534",
         "CapEff:\t0000000000000000",
         "NoNewPrivs:\t1",
         "net: lo ",
@@ -31,6 +39,78 @@ if dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null; then echo "tmp: unb
             "expected {line:?} in:\n{out}"
         );
     }
+
+    // The warm instance as the engine sees it: nobody, and nothing from
+    // the host but the agent (read-only) and its own socket directory.
+    let node = server.node_id();
+    let instance = containers(&format!("dev.berth.node={node}"))
+        .pop()
+        .expect("the warm instance");
+    let info = docker_inspect(&instance).expect("inspect");
+    assert_eq!(info["Config"]["User"], "65534:65534");
+    let binds: Vec<String> = serde_json::from_value(info["HostConfig"]["Binds"].clone()).unwrap();
+    assert_eq!(binds.len(), 2, "{binds:?}");
+    assert!(binds[0].ends_with(":/berth/agent:ro"), "{binds:?}");
+    assert!(binds[1].ends_with(":/berth/run:rw"), "{binds:?}");
+    assert_no_docker_socket(&info);
+
+    // Root when the function asks for it, still without capabilities; an
+    // image's own non-root USER is kept.
+    let who = "echo \"$(id -u):$(id -g) $(grep CapEff /proc/self/status)\"";
+    server
+        .deploy_sh("sbx-root", who, json!({"run_as_root": true}))
+        .await;
+    server
+        .deploy(
+            "sbx-own-user",
+            json!({"image": "berth-test/nonroot:latest", "command": ["/bin/sh", "-c", who]}),
+        )
+        .await;
+    for (name, expected) in [
+        ("sbx-root", "0:0 CapEff:\t0000000000000000\n"),
+        ("sbx-own-user", "4321:4321 CapEff:\t0000000000000000\n"),
+    ] {
+        let (status, _, body) = server.invoke(name, "", "").await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        assert_eq!(String::from_utf8_lossy(&body), expected, "{name}");
+    }
+    let shown = server.get_json("/v1/functions/sbx-root").await;
+    assert_eq!(shown["latest"]["run_as_root"], true);
+
+    // The CLI sets it too.
+    let cli = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args([
+            "fn",
+            "deploy",
+            "sbx-cli-root",
+            "--image",
+            BUSYBOX,
+            "--run-as-root",
+        ])
+        .args(["--command", "/bin/sh", "-c", "id -u"])
+        .env("BERTH_DATA_DIR", server.data_dir())
+        .env_remove("BERTH_URL")
+        .env_remove("BERTH_API_KEY")
+        .output()
+        .expect("berth fn deploy");
+    assert!(
+        cli.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cli.stderr)
+    );
+    let deployed: Value = serde_json::from_slice(&cli.stdout).unwrap();
+    assert_eq!(deployed["latest"]["run_as_root"], true);
+    let (status, _, body) = server.invoke("sbx-cli-root", "", "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, b"0\n");
+}
+
+fn assert_no_docker_socket(info: &Value) {
+    let mounts = info["Mounts"].to_string() + &info["HostConfig"]["Binds"].to_string();
+    assert!(
+        !mounts.contains("docker.sock"),
+        "the engine's socket is mounted: {mounts}"
+    );
 }
 
 /// The container's settings as the engine reports them, then a cancel.
@@ -41,7 +121,7 @@ async fn container_limits_match_the_function() {
         .deploy_sh(
             "limited",
             "sleep 600",
-            json!({"cpu_millis": 500, "memory_mb": 64, "mode": "fresh"}),
+            json!({"cpu_millis": 500, "memory_mb": 64, "mode": "fresh", "env": {"GREETING": "hi"}}),
         )
         .await;
     let id = server.submit("limited", "").await;
@@ -64,14 +144,67 @@ async fn container_limits_match_the_function() {
     assert_eq!(hc["MemorySwap"], mib64, "no swap beyond the memory limit");
     assert_eq!(hc["NanoCpus"], 500_000_000);
     assert!(hc["PidsLimit"].as_i64().unwrap() > 0);
-    assert!(hc["Tmpfs"]["/tmp"].as_str().unwrap().contains("size="));
+    assert_eq!(
+        hc["Tmpfs"]["/tmp"], "rw,nosuid,nodev,size=64m,mode=1777",
+        "a bounded, world-writable /tmp"
+    );
     assert_eq!(hc["LogConfig"]["Type"], "none");
     assert_ne!(hc["Privileged"], true);
+    assert_eq!(info["Config"]["User"], "65534:65534");
+    let ulimits: Vec<(String, i64, i64)> = hc["Ulimits"]
+        .as_array()
+        .expect("ulimits")
+        .iter()
+        .map(|u| {
+            let n = |k: &str| u[k].as_i64().unwrap();
+            (u["Name"].as_str().unwrap().to_owned(), n("Soft"), n("Hard"))
+        })
+        .collect();
+    assert!(
+        ulimits.contains(&("nofile".into(), 1024, 1024)),
+        "{ulimits:?}"
+    );
+    assert!(ulimits.contains(&("core".into(), 0, 0)), "{ulimits:?}");
     let binds = hc["Binds"].as_array().cloned().unwrap_or_default();
     assert!(
         binds.is_empty(),
         "nothing from the host is mounted: {binds:?}"
     );
+    assert_eq!(info["Mounts"], json!([]), "no volume either");
+    assert_no_docker_socket(&info);
+    // The environment is the image's, the function's and the request's
+    // (CGI variables and the task's own ids): none of the server's, such
+    // as its admin key or the engine's registry login.
+    let env: Vec<String> = serde_json::from_value(info["Config"]["Env"].clone()).unwrap();
+    let request_vars = [
+        "GATEWAY_INTERFACE",
+        "SERVER_PROTOCOL",
+        "SERVER_SOFTWARE",
+        "REQUEST_METHOD",
+        "QUERY_STRING",
+        "SCRIPT_NAME",
+        "PATH_INFO",
+        "CONTENT_TYPE",
+        "CONTENT_LENGTH",
+        "BERTH_TASK_ID",
+        "BERTH_FUNCTION",
+        "BERTH_VERSION",
+        "BERTH_ATTEMPT",
+    ];
+    for var in &env {
+        let (name, value) = var.split_once('=').expect("NAME=value");
+        assert!(
+            ["PATH", "GREETING"].contains(&name)
+                || request_vars.contains(&name)
+                || name.starts_with("HTTP_"),
+            "{name} is not the function's to see: {env:?}"
+        );
+        assert!(
+            !value.contains(&server.key),
+            "the admin key leaked into {name}"
+        );
+    }
+    assert!(env.contains(&"GREETING=hi".to_owned()), "{env:?}");
     let labels: &Value = &info["Config"]["Labels"];
     assert_eq!(labels["dev.berth.node"], server.node_id());
     assert_eq!(labels["dev.berth.function"], "limited");
@@ -82,36 +215,70 @@ async fn container_limits_match_the_function() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    crate::harness::assert_no_containers(&label).await;
+    assert_no_containers(&label).await;
     assert_eq!(server.task(&id).await["status"], "cancelled");
 }
 
-/// A function that outgrows its memory limit is killed by the kernel and
-/// reported as `oom`, not as an ordinary failure, every time: in a warm
-/// instance the agent reads the cgroup's own OOM-kill counter, which does
-/// not miss kills the way the engine's notification can. The instance
-/// survives the kill and serves the next run.
+/// A timeout is SIGTERM, then SIGKILL once the grace period is over, in
+/// warm and fresh containers alike: a function that handles SIGTERM gets
+/// to say so on stderr before it ends, and one that handles it by carrying
+/// on is killed anyway. Both are `timed_out`.
 #[tokio::test(flavor = "multi_thread")]
-async fn memory_hog_is_reported_as_oom() {
+async fn timeout_is_sigterm_then_sigkill_after_the_grace() {
     let server = Server::start().await;
-    // busybox sort holds a whole line in memory: 200 MB with no newline.
-    server
-        .deploy_sh(
-            "hog",
-            "head -c 200000000 /dev/zero | sort > /dev/null",
-            json!({"memory_mb": 16, "concurrency": 1, "max_instances": 1}),
-        )
-        .await;
-    for _ in 0..3 {
-        let (status, headers, body) = server.invoke("hog", "", "").await;
-        let text = String::from_utf8_lossy(&body).into_owned();
-        assert_eq!(status, StatusCode::BAD_GATEWAY, "{text}");
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(v["error"]["code"], "oom", "{text}");
-        let id = headers["x-berth-task-id"].to_str().unwrap();
-        let t = server.task(id).await;
-        assert_eq!(t["status"], "failed");
-        assert_eq!(t["error"]["code"], "oom");
+    let cases = [
+        (
+            "stops",
+            "trap 'echo \"got TERM\" >&2; exit 143' TERM; sleep 600 & wait",
+            "got TERM",
+        ),
+        (
+            "ignores",
+            "trap 'echo \"ignoring TERM\" >&2' TERM; while :; do sleep 0.1; done",
+            "ignoring TERM",
+        ),
+    ];
+    for mode in ["exec", "fresh"] {
+        for (what, script, logged) in cases {
+            let name = format!("sbx-term-{what}-{mode}");
+            server
+                .deploy_sh(&name, script, json!({"mode": mode, "timeout_secs": 1}))
+                .await;
+            let (status, headers, body) = server.invoke(&name, "", "").await;
+            let text = String::from_utf8_lossy(&body).into_owned();
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{name}: {text}");
+            let id = headers["x-berth-task-id"].to_str().unwrap().to_owned();
+            assert_eq!(server.task(&id).await["status"], "timed_out", "{name}");
+            let resp = server
+                .req(reqwest::Method::GET, &format!("/v1/tasks/{id}/logs"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), StatusCode::OK);
+            // The shell may also report its `sleep` killed by SIGTERM.
+            let log = resp.text().await.unwrap();
+            assert!(log.lines().any(|l| l == logged), "{name}: {log:?}");
+            if mode == "fresh" {
+                assert_no_containers(&format!("dev.berth.task={id}")).await;
+            }
+        }
     }
     server.assert_no_panic();
+}
+
+/// `--runtime` names the engine's OCI runtime for function containers
+/// (here the runc shim every engine registers, since no other is
+/// installed on test hosts).
+#[tokio::test(flavor = "multi_thread")]
+async fn runtime_flag_picks_the_engines_runtime() {
+    let server = Server::start_with(&["--runtime", "io.containerd.runc.v2"]).await;
+    server.deploy_sh("sbx-runtime", "echo ran", json!({})).await;
+    let (status, _, body) = server.invoke("sbx-runtime", "", "").await;
+    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
+    assert_eq!(body, b"ran\n");
+    let instance = containers(&format!("dev.berth.node={}", server.node_id()))
+        .pop()
+        .expect("the warm instance");
+    let info = docker_inspect(&instance).expect("inspect");
+    assert_eq!(info["HostConfig"]["Runtime"], "io.containerd.runc.v2");
 }

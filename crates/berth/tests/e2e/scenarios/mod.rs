@@ -4,4 +4,5 @@
 
 mod input;
 mod registry_input;
+mod sandbox;
 mod tenancy;
