@@ -9,5 +9,6 @@ mod harness;
 mod image_ops;
 mod registry;
 mod sandbox;
+mod scenarios;
 mod sync_calls;
 mod warm;
