@@ -259,6 +259,19 @@ async fn sigterm_stops_the_agent_and_its_requests() {
     };
     let agent_pid = rustix::process::Pid::from_raw(agent.pid() as i32).unwrap();
     rustix::process::kill_process(agent_pid, rustix::process::Signal::TERM).unwrap();
+    // The request reports the instance stopping, not a failure of its own.
+    let exit = loop {
+        match call.recv().await.unwrap().unwrap() {
+            Event::Exit(exit) => break exit,
+            Event::Stdout(_) | Event::Stderr(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(exit.exit_code, None, "{exit:?}");
+    assert!(
+        exit.error.as_deref().is_some_and(|e| e.contains("stopped")),
+        "{exit:?}"
+    );
     let status = agent
         .wait_exit(Duration::from_secs(10))
         .expect("agent still running");

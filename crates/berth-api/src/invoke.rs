@@ -129,6 +129,9 @@ pub fn call_error(result: &CallResult, id: TaskId) -> ApiError {
         _ => match result.error.as_ref().map(|e| e.code.as_str()) {
             Some("oom") => (StatusCode::BAD_GATEWAY, "oom"),
             Some("exit") => (StatusCode::BAD_GATEWAY, "function_failed"),
+            // The engine went away under the call: an outage, not the
+            // function's failure.
+            Some("engine_unavailable") => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable"),
             _ => (StatusCode::BAD_GATEWAY, "function_error"),
         },
     };

@@ -140,6 +140,11 @@ pub(crate) struct Engine {
     /// What containers need from images' configs, by image id (ids are
     /// immutable).
     images: std::sync::Mutex<HashMap<String, ImageConfig>>,
+    /// Containers that could not be removed because the engine was
+    /// unreachable. A restarted engine still has them (stopped), so they
+    /// are removed once it answers again rather than left to the next
+    /// start's reaper.
+    unremoved: std::sync::Mutex<Vec<String>>,
 }
 
 /// The parts of an image's config that decide how its containers run.
@@ -155,6 +160,11 @@ pub(crate) struct ImageConfig {
 /// unprivileged "nobody", which owns no file in any image.
 const NOBODY: &str = "65534:65534";
 
+/// How long a health check waits for the engine to answer a ping.
+const PING_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often removals that failed for want of an engine are retried.
+const LEFTOVER_RETRY: Duration = Duration::from_secs(2);
+
 impl DockerExecutor {
     /// Uses the usual `DOCKER_HOST` / local socket defaults; nothing is
     /// contacted until the first call.
@@ -165,6 +175,7 @@ impl DockerExecutor {
             cfg,
             pull: std::sync::RwLock::new(None),
             images: std::sync::Mutex::new(HashMap::new()),
+            unremoved: std::sync::Mutex::new(Vec::new()),
         });
         let (exited_tx, exited_rx) = mpsc::channel(64);
         Self {
@@ -186,6 +197,16 @@ impl DockerExecutor {
             return;
         }
         pool::spawn_maintenance(&self.pools, Duration::from_secs(1));
+        let engine = Arc::downgrade(&self.engine);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(LEFTOVER_RETRY).await;
+                match engine.upgrade() {
+                    Some(e) => e.remove_leftovers().await,
+                    None => return,
+                }
+            }
+        });
         let rx = self.exited.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(mut rx) = rx {
             let pools = Arc::downgrade(&self.pools);
@@ -264,12 +285,12 @@ impl DockerExecutor {
         let attach = match attach {
             Ok(a) => a,
             Err(e) => {
-                container.remove().await;
+                self.engine.remove(&container).await;
                 return Err(e);
             }
         };
         if let Err(e) = docker.start_container(&container.id, None).await {
-            container.remove().await;
+            self.engine.remove(&container).await;
             return Err(engine_error(e));
         }
         let start_ms = elapsed_ms(began);
@@ -278,6 +299,7 @@ impl DockerExecutor {
         let (err_tx, err_rx) = mpsc::channel(CHANNEL_DEPTH);
         let (done_tx, done_rx) = oneshot::channel();
         let grace = self.engine.cfg.kill_grace;
+        let engine = Arc::clone(&self.engine);
         tokio::spawn(async move {
             let _permit = permit;
             let outcome = drive(&container, spec, attach, stdin, out_tx, err_tx, grace)
@@ -287,7 +309,7 @@ impl DockerExecutor {
                     o.start_ms = start_ms;
                     o
                 });
-            container.remove().await;
+            engine.remove(&container).await;
             let _ = done_tx.send(outcome);
         });
         Ok(Invocation {
@@ -404,6 +426,38 @@ impl Engine {
                 None => return Err(ExecError::NoCapacity(self.cfg.max_containers)),
             }
         }
+    }
+
+    /// Removes a container now, or once the engine answers again.
+    pub async fn remove(&self, container: &Container) {
+        if !container.remove().await {
+            self.lock_unremoved().push(container.id.clone());
+        }
+    }
+
+    async fn remove_leftovers(&self) {
+        let ids = std::mem::take(&mut *self.lock_unremoved());
+        if ids.is_empty() {
+            return;
+        }
+        let docker = match self.client().await {
+            Ok(d) => d.clone(),
+            Err(_) => {
+                self.lock_unremoved().extend(ids);
+                return;
+            }
+        };
+        for id in ids {
+            let container = Container {
+                docker: docker.clone(),
+                id,
+            };
+            self.remove(&container).await;
+        }
+    }
+
+    fn lock_unremoved(&self) -> std::sync::MutexGuard<'_, Vec<String>> {
+        self.unremoved.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub fn in_use(&self) -> usize {
@@ -640,8 +694,13 @@ impl Executor for DockerExecutor {
     }
 
     async fn status(&self) -> ExecutorStatus {
+        // Readiness probes must answer even when the engine accepts
+        // connections but does not respond.
         let healthy = match self.engine.client().await {
-            Ok(d) => d.ping().await.is_ok(),
+            Ok(d) => matches!(
+                tokio::time::timeout(PING_TIMEOUT, d.ping()).await,
+                Ok(Ok(_))
+            ),
             Err(_) => false,
         };
         ExecutorStatus {
@@ -681,13 +740,22 @@ impl Container {
         self.signal("SIGKILL").await;
     }
 
-    pub async fn remove(&self) {
+    /// Removes the container; false when the engine could not be
+    /// reached, so that the removal can be tried again later.
+    pub async fn remove(&self) -> bool {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match self.docker.remove_container(&self.id, Some(opts)).await {
-            Ok(()) => {}
-            Err(e) if is_not_found(&e) => {}
+            Ok(()) => true,
+            Err(e) if is_not_found(&e) => true,
+            Err(e) if is_connect_error(&e) => {
+                debug!(container = %self.id, error = %e, "engine unreachable; removal deferred");
+                false
+            }
             // The reaper at the next start catches what is left.
-            Err(e) => warn!(container = %self.id, error = %e, "could not remove container"),
+            Err(e) => {
+                warn!(container = %self.id, error = %e, "could not remove container");
+                true
+            }
         }
     }
 

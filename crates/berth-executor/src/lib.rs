@@ -24,11 +24,16 @@ pub use docker::{DockerConfig, DockerExecutor, PullCredentials};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ExecError {
-    #[error("image {0} is not present on the container engine")]
+    /// Not on the engine, and not Berth's to pull: a local image removed
+    /// behind Berth's back stays gone until someone provides it again.
+    #[error(
+        "image {0} is not on the Docker Engine and cannot be pulled from Berth's registry; \
+         push the image to the registry (or load it) and deploy the function again"
+    )]
     ImageNotFound(String),
     #[error("pulling image {image} failed: {message}")]
     PullFailed { image: String, message: String },
-    #[error("the container engine is unavailable: {0}")]
+    #[error("the Docker Engine is unavailable: {0}")]
     EngineUnavailable(String),
     #[error("no capacity: {0} containers already running on this executor")]
     NoCapacity(usize),

@@ -146,7 +146,7 @@ impl WarmLauncher {
     /// Takes an instance out of service and removes its container.
     pub async fn remove(&self, instance: Arc<WarmInstance>) {
         instance.exited.cancel();
-        instance.container.remove().await;
+        self.engine.remove(&instance.container).await;
         if let Err(e) = tokio::fs::remove_dir_all(&instance.dir).await
             && e.kind() != std::io::ErrorKind::NotFound
         {

@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_core::{TaskError, TaskKind, TaskRecord, TaskStatus};
-use berth_executor::ExecError;
+use berth_executor::{ExecError, Exit};
 use berth_store::{Finish, PayloadKind, StoreError};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::quota::ActiveSlot;
 use crate::{SchedError, TaskManager, finish_from, lease_ms, start_error};
@@ -179,7 +179,22 @@ impl TaskManager {
         self.untrack(id);
         let finish = match result {
             Ok(finish) => finish,
-            Err(Refused(e)) => {
+            Err(Unfinished::Lost(error)) if attempt < task.max_attempts => {
+                info!(task = %id, attempt, error = %error.message,
+                    "attempt lost; the task goes back to the queue");
+                if let Err(se) = self.store.requeue_task(id, attempt).await {
+                    warn!(task = %id, error = %se, "could not requeue; its lease will lapse");
+                }
+                return;
+            }
+            Err(Unfinished::Lost(error)) => Finish::failed(TaskError::new(
+                "lost",
+                format!(
+                    "the task was lost on all {} attempts; the last: {}",
+                    task.max_attempts, error.message
+                ),
+            )),
+            Err(Unfinished::Refused(e)) => {
                 debug!(task = %id, error = %e, "executor refused; task goes back to the queue");
                 if let Err(se) = self.store.release_task(id, attempt).await {
                     warn!(task = %id, error = %se, "could not release task");
@@ -200,13 +215,13 @@ impl TaskManager {
         }
     }
 
-    /// One attempt of an async task. A refusal to start is returned apart,
-    /// since it should not count as an attempt.
+    /// One attempt of an async task. A refusal to start and a run the
+    /// executor lost are returned apart: neither is the task's result.
     async fn attempt(
         &self,
         task: &TaskRecord,
         cancel: CancellationToken,
-    ) -> Result<Finish, Refused> {
+    ) -> Result<Finish, Unfinished> {
         let failed = |code: &str, message: &str| Finish::failed(TaskError::new(code, message));
         let version = match self
             .store
@@ -220,12 +235,12 @@ impl TaskManager {
                     "the function was deleted before the task ran",
                 ));
             }
-            Err(e) => return Err(Refused(e.into())),
+            Err(e) => return Err(Unfinished::Refused(e.into())),
         };
         let input = match self.payloads.open(task.id, PayloadKind::Input).await {
             Ok(Some(f)) => f,
             Ok(None) => return Ok(failed("input_missing", "the task's input is gone")),
-            Err(e) => return Err(Refused(StoreError::Io(e).into())),
+            Err(e) => return Err(Unfinished::Refused(StoreError::Io(e).into())),
         };
         let stdin = Box::pin(ReaderStream::new(input));
         let run = self.place(self.spec(&version, task, cancel), stdin).await;
@@ -236,14 +251,24 @@ impl TaskManager {
                     ExecError::NoCapacity(_) | ExecError::EngineUnavailable(_) | ExecError::Busy(_),
                 ),
             ) => {
-                return Err(Refused(e));
+                return Err(Unfinished::Refused(e));
             }
             Err(e) => return Ok(Finish::failed(start_error(&e))),
         };
         let output = self.collect_output(task.id, inv.stdout);
         let logs = self.collect_logs(task.id, inv.stderr);
         let (done, (output, too_large), logs) = tokio::join!(inv.done, output, logs);
+        // The function did not fail: what ran it did. Its partial output
+        // is dropped; its logs are kept, they may say what happened.
+        let lost = match &done {
+            Ok(Ok(o)) => matches!(o.exit, Exit::InstanceLost(_)),
+            Ok(Err(_)) | Err(_) => true,
+        };
         let mut finish = finish_from(done);
+        if lost && let Some(error) = finish.error.take() {
+            self.commit_logs(task.id, logs).await;
+            return Err(Unfinished::Lost(error));
+        }
         if too_large {
             finish.status = TaskStatus::Failed;
             finish.error = Some(TaskError::new(
@@ -254,6 +279,9 @@ impl TaskManager {
                 ),
             ));
         }
+        // A cancelled task has no output, not a partial one; its writer is
+        // dropped, which discards what was written.
+        let output = output.filter(|_| finish.status != TaskStatus::Cancelled);
         // Output and logs are durable before the status says the task ended.
         if let Some(w) = output {
             match w.commit().await {
@@ -297,10 +325,12 @@ impl TaskManager {
     }
 }
 
-struct Refused(SchedError);
-
-impl std::fmt::Display for Refused {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.0.fmt(f)
-    }
+/// Why an attempt has no result of its own.
+enum Unfinished {
+    /// The executor would not start it (full, engine down): the attempt is
+    /// not counted.
+    Refused(SchedError),
+    /// The executor lost it mid-run (its instance or engine died): the
+    /// attempt counts, and the task runs again while attempts remain.
+    Lost(TaskError),
 }

@@ -828,6 +828,15 @@ fn start_error(e: &SchedError) -> TaskError {
     TaskError::new(code, e.to_string())
 }
 
+/// The task error recorded when the engine failed under a running attempt.
+fn run_error(e: &ExecError) -> TaskError {
+    let code = match e {
+        ExecError::EngineUnavailable(_) => "engine_unavailable",
+        _ => "engine_error",
+    };
+    TaskError::new(code, e.to_string())
+}
+
 /// Turns an executor's account of an attempt into the task's final state.
 fn finish_from(
     outcome: Result<Result<berth_executor::RunOutcome, ExecError>, oneshot::error::RecvError>,
@@ -835,7 +844,7 @@ fn finish_from(
     use berth_executor::Exit;
     let outcome = match outcome {
         Ok(Ok(o)) => o,
-        Ok(Err(e)) => return Finish::failed(TaskError::new("engine_error", e.to_string())),
+        Ok(Err(e)) => return Finish::failed(run_error(&e)),
         Err(_) => {
             return Finish::failed(TaskError::new("lost", "the executor dropped the attempt"));
         }

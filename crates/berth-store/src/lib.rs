@@ -215,6 +215,10 @@ pub trait Store: Send + Sync + 'static {
     /// Hands a claimed attempt back to the queue without counting it, for
     /// when the executor could not start it (full, engine down).
     async fn release_task(&self, id: TaskId, attempt: i64) -> Result<bool>;
+    /// Hands a claimed attempt back to the queue with the attempt counted,
+    /// for when the executor lost it mid-run (its container or engine
+    /// died): the caller checks that attempts remain.
+    async fn requeue_task(&self, id: TaskId, attempt: i64) -> Result<bool>;
     /// Records the end of an attempt. Refused (false) unless the task is
     /// still running that attempt: a cancel or a recovery won the race.
     async fn finish_task(&self, id: TaskId, attempt: i64, finish: &Finish) -> Result<bool>;

@@ -666,6 +666,18 @@ impl Store for SqliteStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn requeue_task(&self, id: TaskId, attempt: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET status = 'queued', started_at = NULL, lease_owner = NULL, \
+             lease_expires = NULL WHERE id = ? AND status = 'running' AND attempt = ?",
+        )
+        .bind(id.to_string())
+        .bind(attempt)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     async fn finish_task(&self, id: TaskId, attempt: i64, f: &Finish) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE tasks SET status = ?, exit_code = ?, error_code = ?, error_message = ?, \

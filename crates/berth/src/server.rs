@@ -124,6 +124,7 @@ pub async fn run(args: ServerArgs) -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_nofile_limit();
 
     let data_dir = args
         .data_dir
@@ -266,6 +267,29 @@ pub async fn run(args: ServerArgs) -> Result<()> {
     let _ = draining.await;
     info!("stopped");
     Ok(())
+}
+
+/// Every connection and every call in flight holds descriptors; the usual
+/// soft limit of 1024 would turn a burst of callers into accept errors, so
+/// the server takes what the hard limit allows, as servers commonly do.
+fn raise_nofile_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let below_hard = match (limit.current, limit.maximum) {
+        (Some(soft), Some(hard)) => soft < hard,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if !below_hard {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if let Err(e) = setrlimit(Resource::Nofile, raised) {
+        warn!(error = %e, "could not raise the open file limit");
+    }
 }
 
 async fn signal(shutdown: CancellationToken) {

@@ -55,8 +55,9 @@ pub(super) async fn run(
         };
         let config = Arc::clone(&config);
         let children = Arc::clone(&children);
+        let stopping = shutdown.clone();
         tokio::spawn(async move {
-            handle(stream, &config, &children).await;
+            handle(stream, &config, &children, &stopping).await;
             drop(permit);
         });
     }
@@ -78,11 +79,22 @@ async fn stop_all(children: &Children, grace: Duration) {
     children.signal_all(Signal::KILL);
 }
 
-async fn handle(stream: UnixStream, config: &Config, children: &Arc<Children>) {
+async fn handle(
+    stream: UnixStream,
+    config: &Config,
+    children: &Arc<Children>,
+    stopping: &CancellationToken,
+) {
     let Some((head, input, mut output)) = open_request(stream).await else {
         return;
     };
-    if let Some(report) = run_request(head, input, &mut output, config, children).await {
+    if let Some(mut report) = run_request(head, input, &mut output, config, children).await {
+        // Stopped along with the instance (the engine shutting down, an
+        // operator stopping the container), the request did not fail on
+        // its own: saying so lets the host run it again elsewhere.
+        if stopping.is_cancelled() && report.exit_code != Some(0) {
+            report = ExitReport::failed("the instance was stopped during the request");
+        }
         send_exit(&mut output, report).await;
     }
 }

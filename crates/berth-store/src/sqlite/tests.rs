@@ -168,6 +168,30 @@ async fn recovery_requeues_then_gives_up() {
 }
 
 #[tokio::test]
+async fn a_requeued_attempt_counts_and_a_released_one_does_not() {
+    let s = SqliteStore::in_memory().await.unwrap();
+    let t = task("f", TaskKind::Async);
+    s.insert_task(&t, None).await.unwrap();
+
+    let first = s.claim_queued("n", 1, 60_000, &[]).await.unwrap();
+    assert_eq!(first[0].attempt, 1);
+    assert!(s.requeue_task(t.id, 1).await.unwrap());
+    let queued = s.get_task("t", t.id).await.unwrap().unwrap();
+    assert_eq!((queued.status, queued.attempt), (TaskStatus::Queued, 1));
+    assert!(
+        !s.requeue_task(t.id, 1).await.unwrap(),
+        "only a running attempt is handed back"
+    );
+
+    let second = s.claim_queued("n", 1, 60_000, &[]).await.unwrap();
+    assert_eq!(second[0].attempt, 2);
+    assert!(s.release_task(t.id, 2).await.unwrap());
+    let third = s.claim_queued("n", 1, 60_000, &[]).await.unwrap();
+    assert_eq!(third[0].attempt, 2, "a release does not spend the attempt");
+    assert!(!s.requeue_task(t.id, 1).await.unwrap(), "stale attempt");
+}
+
+#[tokio::test]
 async fn cancel_and_tenancy() {
     let s = SqliteStore::in_memory().await.unwrap();
     let a = task("f", TaskKind::Async);

@@ -35,6 +35,7 @@ pub const PATIENCE: Duration = Duration::from_secs(120);
 pub struct Server {
     dir: tempfile::TempDir,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     child: Option<Child>,
     pub url: String,
     pub key: String,
@@ -47,10 +48,19 @@ impl Server {
     }
 
     pub async fn start_with(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[]).await
+    }
+
+    /// With extra environment, e.g. `DOCKER_HOST` for a private engine.
+    pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut server = Self {
             dir,
             args: args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             url: String::new(),
             key: String::new(),
@@ -85,6 +95,7 @@ impl Server {
             .env_remove("BERTH_ADMIN_KEY")
             .env("BERTH_AGENT", agent_path())
             .env("BERTH_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

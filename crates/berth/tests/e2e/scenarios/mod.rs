@@ -2,6 +2,7 @@
 //! status, the error code, and that nothing else changed. Scenario numbers
 //! follow docs/SECURITY.md.
 
+mod faults;
 mod input;
 mod registry_input;
 mod sandbox;
