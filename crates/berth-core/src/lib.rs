@@ -6,6 +6,10 @@
 mod function;
 mod task;
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use function::{FunctionConfig, FunctionVersion, InvalidConfig, Limits, Mode, validate_name};
 pub use task::{RequestMeta, TaskError, TaskId, TaskKind, TaskRecord, TaskStatus, Timing, Usage};
 
