@@ -7,6 +7,10 @@ mod function;
 mod task;
 mod tenant;
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
+
 pub use function::{FunctionConfig, FunctionVersion, InvalidConfig, Limits, Mode, validate_name};
 pub use task::{RequestMeta, TaskError, TaskId, TaskKind, TaskRecord, TaskStatus, Timing, Usage};
 pub use tenant::{QuotaOverrides, Quotas, TenantRecord, validate_tenant_name};

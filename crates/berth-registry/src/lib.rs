@@ -19,10 +19,15 @@ mod gc;
 mod http;
 mod manifest;
 mod names;
+mod reference;
 mod registry;
 mod storage;
 mod stream;
 mod uploads;
+
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 
 pub use auth::{Authenticator, NoAccess, Principal};
 pub use digest::{Algorithm, Digest};
@@ -33,6 +38,7 @@ pub use manifest::{
     DOCKER_MANIFEST, DOCKER_MANIFEST_LIST, MAX_MANIFEST_BYTES, OCI_INDEX, OCI_MANIFEST,
 };
 pub use names::{RepoName, is_valid_name, is_valid_tag};
+pub use reference::{ImageReference, parse_reference, reference_host};
 pub use registry::{Config, Reference, Registry, Resolved};
 
 /// Runs filesystem work off the async threads.

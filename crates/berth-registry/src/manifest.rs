@@ -103,6 +103,11 @@ fn invalid(msg: impl Into<String>) -> RegistryError {
 /// Checks a pushed manifest. `content_type` is the request's header; it
 /// must agree with the document's own `mediaType` when both are given.
 pub(crate) fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<Manifest, RegistryError> {
+    // JSON is UTF-8 (RFC 8259), but serde skips the strings of fields it
+    // does not know without checking them, while garbage collection reads
+    // the whole document: a manifest it could not read would lose its
+    // blobs at the next collection.
+    std::str::from_utf8(bytes).map_err(|e| invalid(format!("not UTF-8: {e}")))?;
     let doc: Doc = serde_json::from_slice(bytes)
         .map_err(|e| invalid(format!("not a manifest document: {e}")))?;
     let declared = content_type

@@ -9,7 +9,9 @@ use anyhow::{Context, Result, bail};
 use async_trait::async_trait;
 use berth_api::{generate_key, hash_key, tenant_for_key};
 use berth_core::ADMIN_TENANT;
-use berth_registry::{Authenticator, GcOptions, NoAccess, Principal, Registry};
+use berth_registry::{
+    Authenticator, GcOptions, NoAccess, Principal, Registry, parse_reference, reference_host,
+};
 use berth_scheduler::{ImageResolver, SchedError};
 use berth_store::Store;
 use clap::{Args, Subcommand};
@@ -29,13 +31,23 @@ pub struct RegistryResolver {
 #[async_trait]
 impl ImageResolver for RegistryResolver {
     async fn resolve(&self, tenant: &str, reference: &str) -> Result<Option<String>, SchedError> {
-        let Some(parsed) = parse_reference(reference) else {
-            return Ok(None);
-        };
-        let explicit = match parsed.host {
+        let explicit = match reference_host(reference) {
             Some(h) if self.aliases.iter().any(|a| a == h) => true,
             Some(_) => return Ok(None),
             None => false,
+        };
+        let parsed = match parse_reference(reference) {
+            Ok(parsed) => parsed,
+            // The engine pulls from this registry with a credential that
+            // reads every repository, so a reference naming it must never
+            // get past the namespace check below by being malformed.
+            Err(e) if explicit => {
+                return Err(SchedError::Invalid(format!(
+                    "image {reference:?} cannot be deployed from the registry: {e}"
+                )));
+            }
+            // Nothing the registry could hold: an image on the engine.
+            Err(_) => return Ok(None),
         };
         // `name:tag` means the caller's own `<tenant>/name`.
         let repo = if parsed.repo.contains('/') {
@@ -63,39 +75,6 @@ impl ImageResolver for RegistryResolver {
             Err(_) => Ok(None),
         }
     }
-}
-
-struct ParsedRef<'a> {
-    host: Option<&'a str>,
-    repo: &'a str,
-    /// A tag or a digest.
-    reference: &'a str,
-}
-
-/// Splits `[host[:port]/]repo[:tag|@digest]` the way Docker does: the first
-/// component is a host only if it has a dot or a port or is `localhost`.
-fn parse_reference(r: &str) -> Option<ParsedRef<'_>> {
-    let (host, rest) = match r.split_once('/') {
-        Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" =>
-        {
-            (Some(first), rest)
-        }
-        _ => (None, r),
-    };
-    let (repo, reference) = if let Some((repo, digest)) = rest.split_once('@') {
-        (repo, digest)
-    } else {
-        match rest.rsplit_once(':') {
-            Some((repo, tag)) if !tag.contains('/') => (repo, tag),
-            _ => (rest, "latest"),
-        }
-    };
-    (!repo.is_empty() && !reference.is_empty()).then_some(ParsedRef {
-        host,
-        repo,
-        reference,
-    })
 }
 
 /// Where the registry keeps its files inside the data directory.
@@ -220,32 +199,34 @@ pub async fn command(cmd: RegistryCommand) -> Result<u8> {
 
 #[cfg(test)]
 mod tests {
-    #[test]
-    fn references_split_like_docker_does() {
-        let p = super::parse_reference("127.0.0.1:8080/admin/imgops:v1").unwrap();
-        assert_eq!(
-            (p.host, p.repo, p.reference),
-            (Some("127.0.0.1:8080"), "admin/imgops", "v1")
-        );
-        let p = super::parse_reference("imgops").unwrap();
-        assert_eq!((p.host, p.repo, p.reference), (None, "imgops", "latest"));
-        let p = super::parse_reference("localhost:1/a/b@sha256:ab").unwrap();
-        assert_eq!(
-            (p.host, p.repo, p.reference),
-            (Some("localhost:1"), "a/b", "sha256:ab")
-        );
-        let p = super::parse_reference("berth-test/busybox:latest").unwrap();
-        assert_eq!(
-            (p.host, p.repo, p.reference),
-            (None, "berth-test/busybox", "latest")
-        );
-        assert!(super::parse_reference(":tag").is_none());
-    }
-
     use berth_registry::RepoName;
     use berth_store::SqliteStore;
 
     use super::*;
+
+    #[tokio::test]
+    async fn malformed_references_to_this_registry_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::open(berth_registry::Config::new(dir.path()), Arc::new(NoAccess));
+        let resolver = RegistryResolver {
+            registry: Arc::new(registry.unwrap()),
+            pull_host: "127.0.0.1:5000".to_owned(),
+            aliases: vec!["127.0.0.1:5000".to_owned()],
+        };
+        for own in [
+            "127.0.0.1:5000/",
+            "127.0.0.1:5000/alpha/app:",
+            "127.0.0.1:5000/beta/app:v1@sha256:ab",
+            "127.0.0.1:5000/Beta/app",
+        ] {
+            let got = resolver.resolve("alpha", own).await;
+            assert!(matches!(got, Err(SchedError::Invalid(_))), "{own}: {got:?}");
+        }
+        // Anything else is left to the engine.
+        for engine in ["Busybox", "docker.io/library/busybox:1", "app:v1@sha256:ab"] {
+            assert_eq!(resolver.resolve("alpha", engine).await.unwrap(), None);
+        }
+    }
 
     #[tokio::test]
     async fn keys_are_registry_logins() {
