@@ -5,7 +5,7 @@
 //!
 //! Each check takes arbitrary bytes and panics when a property fails.
 
-use crate::{FunctionConfig, Limits, validate_name};
+use crate::{FunctionConfig, Limits, QuotaOverrides, Quotas, validate_name, validate_tenant_name};
 
 /// A function definition as `PUT /v1/functions/{name}` reads its body:
 /// parsing and validation never panic, and a definition that validates
@@ -40,10 +40,47 @@ pub fn check_function_name(data: &[u8]) {
     assert_eq!(validate_name(&name).is_ok(), expected, "{name:?}");
 }
 
+/// A tenant's quota settings as `POST /v1/tenants` and
+/// `PUT /v1/tenants/{name}/quotas` read them: never a panic, and settings
+/// that validate apply over the defaults and read back unchanged.
+pub fn check_quota_overrides(data: &[u8]) {
+    let Ok(o) = serde_json::from_slice::<QuotaOverrides>(data) else {
+        return;
+    };
+    if o.validate().is_err() {
+        return;
+    }
+    let q = Quotas::default().with(&o);
+    assert!(
+        q.max_concurrent_tasks >= 1 && q.max_body_bytes >= 1,
+        "{o:?}"
+    );
+    let stored = serde_json::to_vec(&o).expect("quotas serialize");
+    let back: QuotaOverrides =
+        serde_json::from_slice(&stored).unwrap_or_else(|e| panic!("{o:?} does not read back: {e}"));
+    assert_eq!(back, o);
+}
+
+/// Tenant names: lowercase letters, digits and single inner hyphens, at
+/// most 63, so they are safe as registry namespaces, labels and logins.
+pub fn check_tenant_name(data: &[u8]) {
+    let name = String::from_utf8_lossy(data);
+    let expected = (1..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && !name.contains("--");
+    assert_eq!(validate_tenant_name(&name).is_ok(), expected, "{name:?}");
+}
+
 /// Everything the target checks on one input.
 pub fn check_api_body(data: &[u8]) {
     check_function_config(data);
     check_function_name(data);
+    check_quota_overrides(data);
+    check_tenant_name(data);
 }
 
 #[cfg(test)]
