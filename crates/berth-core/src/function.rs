@@ -29,7 +29,7 @@ impl Default for Limits {
 }
 
 /// The body of `PUT /v1/functions/{name}`: what the user asks for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FunctionConfig {
     pub image: String,
@@ -71,7 +71,7 @@ pub struct FunctionConfig {
 }
 
 /// How the function's program is run.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// A warm container runs the program once per request (fork/exec).
@@ -243,6 +243,15 @@ pub struct FunctionVersion {
     /// time; containers are created from this, never from the mutable tag.
     pub image_id: String,
     pub created_at: i64,
+}
+
+/// A function as listed: its newest version.
+#[derive(Debug, Clone)]
+pub struct FunctionSummary {
+    pub latest: FunctionVersion,
+    pub version_count: i64,
+    pub created_at: i64,
+    pub updated_at: i64,
 }
 
 #[cfg(test)]

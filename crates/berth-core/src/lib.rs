@@ -4,6 +4,7 @@
 //! it is the vocabulary the other crates speak to each other.
 
 mod function;
+mod outcome;
 mod task;
 mod tenant;
 
@@ -11,9 +12,17 @@ mod tenant;
 #[doc(hidden)]
 pub mod fuzzing;
 
-pub use function::{FunctionConfig, FunctionVersion, InvalidConfig, Limits, Mode, validate_name};
-pub use task::{RequestMeta, TaskError, TaskId, TaskKind, TaskRecord, TaskStatus, Timing, Usage};
-pub use tenant::{QuotaOverrides, Quotas, TenantRecord, validate_tenant_name};
+pub use function::{
+    FunctionConfig, FunctionSummary, FunctionVersion, InvalidConfig, Limits, Mode, validate_name,
+};
+pub use outcome::{ErrorCode, Outcome, TaskError, UnknownCode};
+pub use task::{
+    Cancel, PayloadKind, RequestMeta, TaskFilter, TaskId, TaskKind, TaskPage, TaskRecord,
+    TaskStatus, Timing, Usage,
+};
+pub use tenant::{
+    QUOTA_FIELDS, QuotaField, QuotaOverrides, Quotas, TenantRecord, validate_tenant_name,
+};
 
 /// The built-in tenant the admin key acts as; it also manages the others.
 pub const ADMIN_TENANT: &str = "admin";

@@ -3,6 +3,8 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::TaskError;
+
 /// Task ids are UUIDv7: unguessable enough to share in URLs and ordered by
 /// creation, which keeps index inserts append-only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -34,7 +36,7 @@ impl FromStr for TaskId {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskStatus {
     Queued,
@@ -89,7 +91,7 @@ impl fmt::Display for TaskStatus {
 
 /// Sync tasks live as long as their HTTP request; async tasks are durable
 /// queue entries. Recovery treats them differently.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TaskKind {
     Sync,
@@ -116,24 +118,7 @@ impl FromStr for TaskKind {
     }
 }
 
-/// Why a task did not succeed. `code` is stable and machine-readable
-/// (`exit`, `oom`, `timeout`, `lost`, `cancelled`, `image_missing`, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TaskError {
-    pub code: String,
-    pub message: String,
-}
-
-impl TaskError {
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// CPU time the function's processes consumed, when the runtime could
     /// measure it.
@@ -143,7 +128,7 @@ pub struct Usage {
 }
 
 /// Where a task's time went, in milliseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timing {
     pub queued_ms: Option<i64>,
     pub pull_ms: Option<i64>,
@@ -205,6 +190,42 @@ impl TaskRecord {
             request,
         }
     }
+}
+
+/// Which of a tenant's tasks to list, newest first.
+#[derive(Debug, Clone, Default)]
+pub struct TaskFilter {
+    pub function: Option<String>,
+    pub status: Option<TaskStatus>,
+    /// Only tasks older than this cursor (a value from a previous page).
+    pub before: Option<i64>,
+    pub limit: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskPage {
+    pub tasks: Vec<TaskRecord>,
+    /// Pass as `before` to get the next page; `None` on the last page.
+    pub next: Option<i64>,
+}
+
+/// Outcome of a cancel request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancel {
+    /// Was queued; it will never run.
+    Dequeued,
+    /// Is running; whoever holds the lease must kill it.
+    Running { lease_owner: Option<String> },
+    /// Had already finished; nothing changed.
+    AlreadyFinished(TaskStatus),
+}
+
+/// The stored parts of a task besides its record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadKind {
+    Input,
+    Output,
+    Logs,
 }
 
 /// The parts of the HTTP request a function sees besides its body.

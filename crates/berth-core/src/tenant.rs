@@ -2,53 +2,109 @@ use serde::{Deserialize, Serialize};
 
 use crate::function::{FunctionConfig, InvalidConfig};
 
-/// What one tenant may use. The server has defaults; the admin can set any
-/// of them per tenant, so one customer's burst never starves the others.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Quotas {
-    /// Tasks (sync calls and async attempts) running at once.
-    pub max_concurrent_tasks: u32,
-    /// Async tasks accepted and not yet started.
-    pub max_queued_tasks: u32,
-    /// Ceilings on any one function's definition.
-    pub max_cpu_millis: u32,
-    pub max_memory_mb: u32,
-    pub max_timeout_secs: u32,
-    /// Largest request body of a call or a task, in bytes.
-    pub max_body_bytes: u64,
-}
-
-impl Default for Quotas {
-    fn default() -> Self {
-        Self {
-            max_concurrent_tasks: 64,
-            max_queued_tasks: 10_000,
-            max_cpu_millis: 4_000,
-            max_memory_mb: 4_096,
-            max_timeout_secs: 3_600,
-            max_body_bytes: 256 * 1024 * 1024,
+/// Declares the quotas once: the effective values, the per-tenant
+/// overrides, their defaults, validation, and the table that command-line
+/// flags and documentation are made from. Adding a quota is one line here.
+macro_rules! quotas {
+    ($( $(#[doc = $doc:literal])+ $field:ident: $ty:ty = $default:expr, server_flag = $flag:literal; )+) => {
+        /// What one tenant may use. The server has defaults; the admin can
+        /// set any of them per tenant, so one customer's burst never
+        /// starves the others.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+        pub struct Quotas {
+            $( $(#[doc = $doc])+ pub $field: $ty, )+
         }
-    }
+
+        impl Default for Quotas {
+            fn default() -> Self {
+                Self { $( $field: $default, )+ }
+            }
+        }
+
+        /// A tenant's own settings over the server's defaults; an absent
+        /// field follows the default, so changing a default reaches every
+        /// tenant that did not ask for something else.
+        #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+        #[serde(deny_unknown_fields)]
+        pub struct QuotaOverrides {
+            $(
+                $(#[doc = $doc])+
+                #[serde(default, skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )+
+        }
+
+        /// Every quota, in declaration order.
+        pub const QUOTA_FIELDS: &[QuotaField] = &[
+            $( QuotaField {
+                name: stringify!($field),
+                help: concat!($($doc),+),
+                server_flag: $flag,
+            }, )+
+        ];
+
+        impl Quotas {
+            /// These defaults with a tenant's overrides applied.
+            pub fn with(&self, o: &QuotaOverrides) -> Quotas {
+                Quotas { $( $field: o.$field.unwrap_or(self.$field), )+ }
+            }
+
+            /// Every value, as an override setting each one.
+            pub fn as_overrides(&self) -> QuotaOverrides {
+                QuotaOverrides { $( $field: Some(self.$field), )+ }
+            }
+        }
+
+        impl QuotaOverrides {
+            /// The setting named `name`, widened to u64.
+            pub fn get(&self, name: &str) -> Option<u64> {
+                match name {
+                    $( stringify!($field) => self.$field.map(u64::from), )+
+                    _ => None,
+                }
+            }
+
+            /// Sets the quota named `name`; refuses unknown names and
+            /// values its type cannot hold.
+            pub fn set(&mut self, name: &str, value: u64) -> Result<(), InvalidConfig> {
+                match name {
+                    $( stringify!($field) => {
+                        self.$field = Some(<$ty>::try_from(value).map_err(|_| {
+                            InvalidConfig(format!("{name} must be between 1 and {MAX_QUOTA}"))
+                        })?);
+                        Ok(())
+                    } )+
+                    _ => Err(InvalidConfig(format!("unknown quota {name:?}"))),
+                }
+            }
+        }
+    };
 }
 
-/// A tenant's own settings over the server's defaults; an absent field
-/// follows the default, so changing a default reaches every tenant that
-/// did not ask for something else.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QuotaOverrides {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_concurrent_tasks: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_queued_tasks: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_cpu_millis: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_memory_mb: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_timeout_secs: Option<u32>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_body_bytes: Option<u64>,
+/// One quota as flags and documentation show it.
+#[derive(Debug, Clone, Copy)]
+pub struct QuotaField {
+    /// The JSON member and the tenant command's `--flag`.
+    pub name: &'static str,
+    pub help: &'static str,
+    /// `berth server`'s flag for the default (`--quota-...`); its
+    /// environment variable is the same in upper snake case after `BERTH_`.
+    pub server_flag: &'static str,
+}
+
+quotas! {
+    /// Tasks (sync calls and async attempts) running at once.
+    max_concurrent_tasks: u32 = 64, server_flag = "quota-concurrent-tasks";
+    /// Async tasks accepted and not yet started.
+    max_queued_tasks: u32 = 10_000, server_flag = "quota-queued-tasks";
+    /// Largest cpu_millis of any one function.
+    max_cpu_millis: u32 = 4_000, server_flag = "quota-cpu-millis";
+    /// Largest memory_mb of any one function.
+    max_memory_mb: u32 = 4_096, server_flag = "quota-memory-mb";
+    /// Largest timeout_secs of any one function.
+    max_timeout_secs: u32 = 3_600, server_flag = "quota-timeout-secs";
+    /// Largest request body of a call or a task, in bytes.
+    max_body_bytes: u64 = 256 * 1024 * 1024, server_flag = "quota-body-bytes";
 }
 
 /// Upper bound on any quota value: far past what one node offers, but
@@ -57,23 +113,13 @@ const MAX_QUOTA: u64 = 1 << 40;
 
 impl QuotaOverrides {
     pub fn validate(&self) -> Result<(), InvalidConfig> {
-        let fields = [
-            (
-                "max_concurrent_tasks",
-                self.max_concurrent_tasks.map(u64::from),
-            ),
-            ("max_queued_tasks", self.max_queued_tasks.map(u64::from)),
-            ("max_cpu_millis", self.max_cpu_millis.map(u64::from)),
-            ("max_memory_mb", self.max_memory_mb.map(u64::from)),
-            ("max_timeout_secs", self.max_timeout_secs.map(u64::from)),
-            ("max_body_bytes", self.max_body_bytes),
-        ];
-        for (name, value) in fields {
-            if let Some(v) = value
+        for f in QUOTA_FIELDS {
+            if let Some(v) = self.get(f.name)
                 && !(1..=MAX_QUOTA).contains(&v)
             {
                 return Err(InvalidConfig(format!(
-                    "{name} must be between 1 and {MAX_QUOTA}"
+                    "{} must be between 1 and {MAX_QUOTA}",
+                    f.name
                 )));
             }
         }
@@ -82,18 +128,6 @@ impl QuotaOverrides {
 }
 
 impl Quotas {
-    /// These defaults with a tenant's overrides applied.
-    pub fn with(&self, o: &QuotaOverrides) -> Quotas {
-        Quotas {
-            max_concurrent_tasks: o.max_concurrent_tasks.unwrap_or(self.max_concurrent_tasks),
-            max_queued_tasks: o.max_queued_tasks.unwrap_or(self.max_queued_tasks),
-            max_cpu_millis: o.max_cpu_millis.unwrap_or(self.max_cpu_millis),
-            max_memory_mb: o.max_memory_mb.unwrap_or(self.max_memory_mb),
-            max_timeout_secs: o.max_timeout_secs.unwrap_or(self.max_timeout_secs),
-            max_body_bytes: o.max_body_bytes.unwrap_or(self.max_body_bytes),
-        }
-    }
-
     /// Whether a function definition fits the tenant's ceilings; the
     /// message names the field, the value and the quota.
     pub fn admit(&self, tenant: &str, c: &FunctionConfig) -> Result<(), InvalidConfig> {

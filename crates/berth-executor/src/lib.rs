@@ -1,26 +1,25 @@
-//! Runs function containers on one node.
+//! What the scheduler asks of whatever runs function containers: the
+//! [`Executor`] trait and the types that cross it.
 //!
-//! Architecture Invariant: only this crate knows Docker. The scheduler sees
-//! the [`Executor`] trait; a remote executor (cluster mode) implements the
-//! same trait over the network, so the request path does not change when
-//! the container runs on another machine.
+//! Architecture Invariant: this crate knows no container engine. The
+//! Docker implementation lives in `berth-docker`; a remote executor
+//! (cluster mode) implements the same trait over the network, so the
+//! request path does not change when the container runs on another
+//! machine, and a client of one needs nothing of Docker.
 
-mod docker;
-mod pool;
-mod warm;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 use std::io;
 use std::pin::Pin;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use berth_core::{Mode, RequestMeta, TaskId};
+use berth_core::{ErrorCode, Mode, Outcome, RequestMeta, TaskError, TaskId};
 use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
-
-pub use docker::{DockerConfig, DockerExecutor, PullCredentials};
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ExecError {
@@ -46,6 +45,36 @@ pub enum ExecError {
     Instance(String),
     #[error("container engine error: {0}")]
     Engine(String),
+}
+
+impl ExecError {
+    /// How a task that could not start, or whose run the engine failed,
+    /// records it.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            ExecError::ImageNotFound(_) => ErrorCode::ImageMissing,
+            ExecError::PullFailed { .. } => ErrorCode::PullFailed,
+            ExecError::EngineUnavailable(_) => ErrorCode::EngineUnavailable,
+            ExecError::NoCapacity(_) => ErrorCode::NoCapacity,
+            ExecError::Busy(_) => ErrorCode::Busy,
+            ExecError::Instance(_) => ErrorCode::InstanceFailed,
+            ExecError::Engine(_) => ErrorCode::EngineError,
+        }
+    }
+
+    /// Whether the executor turned the attempt away before running it
+    /// (full, busy, engine down): trying later may work, and the attempt
+    /// does not count.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            ExecError::NoCapacity(_) | ExecError::EngineUnavailable(_) | ExecError::Busy(_)
+        )
+    }
+
+    pub fn task_error(&self) -> TaskError {
+        TaskError::new(self.code(), self.to_string())
+    }
 }
 
 pub type InputStream = Pin<Box<dyn Stream<Item = Result<Bytes, io::Error>> + Send>>;
@@ -114,6 +143,34 @@ pub enum Exit {
     /// The warm instance died under the request (the container exited or
     /// the agent broke the connection); the instance is replaced.
     InstanceLost(String),
+}
+
+impl Exit {
+    /// The task outcome this exit means; `stderr_tail` goes into the
+    /// message of a non-zero exit.
+    pub fn outcome(&self, stderr_tail: &str) -> Outcome {
+        let failed = |code, message: String| Outcome::failed(TaskError::new(code, message));
+        match self {
+            Exit::Code(code) => Outcome::exited(*code, stderr_tail),
+            Exit::OomKilled => failed(
+                ErrorCode::Oom,
+                "function was killed for exceeding its memory limit".into(),
+            ),
+            Exit::TimedOut => failed(
+                ErrorCode::Timeout,
+                "function exceeded its timeout and was killed".into(),
+            ),
+            Exit::Cancelled => failed(ErrorCode::Cancelled, "cancelled by request".into()),
+            Exit::CallerGone => failed(
+                ErrorCode::ClientDisconnected,
+                "the caller stopped reading the output; the function was killed".into(),
+            ),
+            Exit::InstanceLost(why) => failed(
+                ErrorCode::InstanceLost,
+                format!("the function's instance failed during the request: {why}"),
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -7,24 +7,15 @@
 use std::io;
 use std::path::{Path, PathBuf};
 
-use berth_core::TaskId;
+use berth_core::{PayloadKind, TaskId};
 use tokio::fs::{self, File};
 use tokio::io::AsyncWriteExt;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PayloadKind {
-    Input,
-    Output,
-    Logs,
-}
-
-impl PayloadKind {
-    fn suffix(self) -> &'static str {
-        match self {
-            Self::Input => "in",
-            Self::Output => "out",
-            Self::Logs => "log",
-        }
+fn suffix(kind: PayloadKind) -> &'static str {
+    match kind {
+        PayloadKind::Input => "in",
+        PayloadKind::Output => "out",
+        PayloadKind::Logs => "log",
     }
 }
 
@@ -46,7 +37,7 @@ impl Payloads {
     }
 
     pub fn path(&self, id: TaskId, kind: PayloadKind) -> PathBuf {
-        self.dir(id).join(format!("{id}.{}", kind.suffix()))
+        self.dir(id).join(format!("{id}.{}", suffix(kind)))
     }
 
     /// Starts writing a payload; nothing is visible until [`PayloadWriter::commit`].
@@ -54,7 +45,7 @@ impl Payloads {
         let dir = self.dir(id);
         fs::create_dir_all(&dir).await?;
         let final_path = self.path(id, kind);
-        let tmp_path = dir.join(format!(".{id}.{}.tmp", kind.suffix()));
+        let tmp_path = dir.join(format!(".{id}.{}.tmp", suffix(kind)));
         let file = File::create(&tmp_path).await?;
         Ok(PayloadWriter {
             file: Some(file),

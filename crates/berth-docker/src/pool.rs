@@ -20,7 +20,7 @@ use async_trait::async_trait;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::{ExecError, InstanceCount, PoolSettings, RunSpec};
+use berth_executor::{ExecError, InstanceCount, PoolSettings, RunSpec};
 
 /// Identifies a pool: instances of one immutable function version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -25,7 +25,7 @@ use crate::docker::{
     is_not_found,
 };
 use crate::pool::{Instance, Launcher, Pools};
-use crate::{ExecError, Exit, InputStream, Invocation, ResponseHead, RunOutcome, RunSpec};
+use berth_executor::{ExecError, Exit, InputStream, Invocation, ResponseHead, RunOutcome, RunSpec};
 
 /// Where the agent and its socket directory appear inside the container.
 const AGENT_PATH: &str = "/berth/agent";

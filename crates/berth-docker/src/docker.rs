@@ -34,7 +34,7 @@ use berth_core::Mode;
 
 use crate::pool::{self, Pools};
 use crate::warm::WarmLauncher;
-use crate::{
+use berth_executor::{
     ExecError, Executor, ExecutorStatus, Exit, ImageInfo, InputStream, Invocation, RunOutcome,
     RunSpec,
 };
