@@ -4,10 +4,9 @@
 use axum::Json;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_executor::ExecError;
-use berth_scheduler::SchedError;
-use berth_store::StoreError;
-use serde_json::{Map, Value, json};
+use berth_contract::{ErrorBody, ErrorObject};
+use berth_core::{ErrorCode, TaskId};
+use berth_scheduler::{CallResult, SchedError};
 use tracing::error;
 
 #[derive(Debug)]
@@ -15,9 +14,40 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
-    /// Extra members of the error object (exit code, stderr tail, task id).
-    pub details: Map<String, Value>,
+    pub task_id: Option<TaskId>,
+    pub exit_code: Option<i64>,
+    pub stderr: Option<String>,
     pub retry_after: Option<u32>,
+}
+
+/// The one mapping from how a task ended, or why it could not start, to
+/// the HTTP answer: status, the error code clients see, and when a retry
+/// may work. A call's own failure is the function's (502), not the
+/// gateway's; an outage or a full node is 503; a busy function is 429.
+fn answer_for(code: ErrorCode) -> (StatusCode, &'static str, Option<u32>) {
+    use ErrorCode as C;
+    match code {
+        C::Exit => (StatusCode::BAD_GATEWAY, "function_failed", None),
+        C::Oom => (StatusCode::BAD_GATEWAY, "oom", None),
+        C::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
+        C::Cancelled => (StatusCode::CONFLICT, "cancelled", None),
+        C::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
+        C::EngineUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", Some(5)),
+        C::ImageMissing => (StatusCode::SERVICE_UNAVAILABLE, "image_missing", None),
+        C::NoCapacity => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity", Some(1)),
+        C::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy", Some(1)),
+        C::PullFailed => (StatusCode::BAD_GATEWAY, "pull_failed", None),
+        C::InstanceFailed => (StatusCode::BAD_GATEWAY, "instance_failed", None),
+        C::EngineError => (StatusCode::BAD_GATEWAY, "engine_error", None),
+        C::ClientDisconnected
+        | C::OutputTooLarge
+        | C::OutputLost
+        | C::InstanceLost
+        | C::Lost
+        | C::StartFailed
+        | C::FunctionDeleted
+        | C::InputMissing => (StatusCode::BAD_GATEWAY, "function_error", None),
+    }
 }
 
 impl ApiError {
@@ -26,8 +56,23 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            details: Map::new(),
+            task_id: None,
+            exit_code: None,
+            stderr: None,
             retry_after: None,
+        }
+    }
+
+    /// A task that ended, or an attempt that could not start, for this
+    /// reason.
+    pub fn of_code(code: ErrorCode, message: impl Into<String>) -> Self {
+        let (status, http_code, retry) = answer_for(code);
+        if code == ErrorCode::EngineError {
+            error!(code = %code, "container engine failure");
+        }
+        Self {
+            retry_after: retry,
+            ..Self::new(status, http_code, message)
         }
     }
 
@@ -37,10 +82,6 @@ impl ApiError {
 
     pub fn not_found(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, code, message)
-    }
-
-    pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
     pub fn unauthorized() -> Self {
@@ -59,8 +100,8 @@ impl ApiError {
         )
     }
 
-    pub fn with(mut self, key: &str, value: impl Into<Value>) -> Self {
-        self.details.insert(key.to_owned(), value.into());
+    pub fn task(mut self, id: TaskId) -> Self {
+        self.task_id = Some(id);
         self
     }
 
@@ -68,15 +109,39 @@ impl ApiError {
         self.retry_after = Some(secs);
         self
     }
+
+    /// The error a finished, unsuccessful call answers with.
+    pub fn of_call(result: &CallResult, id: TaskId) -> Self {
+        let o = &result.outcome;
+        let mut err = match &o.error {
+            Some(e) => Self::of_code(e.code, e.message.clone()),
+            None => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "function_error",
+                format!("task ended as {}", o.status),
+            ),
+        }
+        .task(id);
+        err.exit_code = o.exit_code;
+        if !result.stderr_tail.is_empty() {
+            err.stderr = Some(result.stderr_tail.clone());
+        }
+        err
+    }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = Map::new();
-        body.insert("code".into(), json!(self.code));
-        body.insert("message".into(), json!(self.message));
-        body.extend(self.details);
-        let mut resp = (self.status, Json(json!({ "error": body }))).into_response();
+        let body = ErrorBody {
+            error: ErrorObject {
+                code: self.code.to_owned(),
+                message: self.message,
+                task_id: self.task_id.map(|id| id.to_string()),
+                exit_code: self.exit_code,
+                stderr: self.stderr,
+            },
+        };
+        let mut resp = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
@@ -89,65 +154,46 @@ impl IntoResponse for ApiError {
     }
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        error!(error = %e, "store failure");
-        Self::internal()
-    }
-}
-
 impl From<SchedError> for ApiError {
     fn from(e: SchedError) -> Self {
         let msg = e.to_string();
+        let status = |s, code| Self::new(s, code, msg.clone());
         match e {
-            SchedError::Invalid(m) => Self::new(StatusCode::BAD_REQUEST, "invalid_function", m),
-            SchedError::FunctionNotFound(_) => Self::not_found("function_not_found", msg),
-            SchedError::InputTooLarge(_) => {
-                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", msg)
-            }
+            SchedError::Invalid(_) => status(StatusCode::BAD_REQUEST, "invalid_function"),
+            SchedError::InvalidTenant(_) => status(StatusCode::BAD_REQUEST, "invalid_tenant"),
+            SchedError::InvalidQuota(_) => status(StatusCode::BAD_REQUEST, "invalid_quota"),
+            SchedError::FunctionNotFound(_) => status(StatusCode::NOT_FOUND, "function_not_found"),
+            SchedError::TaskNotFound => status(StatusCode::NOT_FOUND, "task_not_found"),
+            SchedError::TenantNotFound => status(StatusCode::NOT_FOUND, "tenant_not_found"),
+            SchedError::TenantExists(_) => status(StatusCode::CONFLICT, "tenant_exists"),
+            SchedError::Forbidden(_) => status(StatusCode::FORBIDDEN, "forbidden"),
+            SchedError::AdminKeyFixed => status(StatusCode::CONFLICT, "admin_key_fixed"),
+            SchedError::TaskFinished(_) => status(StatusCode::CONFLICT, "task_finished"),
+            SchedError::TaskNotFinished(_) => status(StatusCode::CONFLICT, "task_not_finished"),
+            SchedError::NoPayload(_) => status(StatusCode::NOT_FOUND, "no_payload"),
+            SchedError::InputTooLarge(_) => Self::of_code(ErrorCode::BodyTooLarge, msg),
             SchedError::InputAborted(_) => Self::bad_request(msg),
             SchedError::QuotaExceeded(_) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded", msg).retry_after(1)
+                status(StatusCode::TOO_MANY_REQUESTS, "quota_exceeded").retry_after(1)
             }
             // Retrying cannot help a definition over the tenant's ceilings,
             // so this is a bad request rather than a 429.
-            SchedError::OverQuota(_) => Self::new(StatusCode::BAD_REQUEST, "quota_exceeded", msg),
-            SchedError::ImageNotAllowed(_) => {
-                Self::new(StatusCode::BAD_REQUEST, "image_not_allowed", msg)
+            SchedError::OverQuota(_) => status(StatusCode::BAD_REQUEST, "quota_exceeded"),
+            SchedError::ImageNotAllowed(_) => status(StatusCode::BAD_REQUEST, "image_not_allowed"),
+            SchedError::ImageNotFound(_) => status(StatusCode::BAD_REQUEST, "image_not_found"),
+            SchedError::IdempotencyConflict(_) => {
+                status(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
-            SchedError::IdempotencyConflict(_) => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency_key_reused",
-                msg,
-            ),
-            SchedError::Exec(ExecError::ImageNotFound(_)) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "image_missing", msg)
-            }
-            SchedError::Exec(ExecError::NoCapacity(_)) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", msg).retry_after(1)
-            }
-            SchedError::Exec(ExecError::EngineUnavailable(_)) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", msg).retry_after(5)
-            }
-            SchedError::Exec(ExecError::PullFailed { .. }) => {
-                Self::new(StatusCode::BAD_GATEWAY, "pull_failed", msg)
-            }
-            SchedError::Exec(ExecError::Busy(_)) => {
-                Self::new(StatusCode::TOO_MANY_REQUESTS, "busy", msg).retry_after(1)
-            }
-            SchedError::Exec(ExecError::Instance(_)) => {
-                Self::new(StatusCode::BAD_GATEWAY, "instance_failed", msg)
-            }
-            SchedError::Exec(ExecError::Engine(_)) => {
-                error!(error = %msg, "container engine failure");
-                Self::new(StatusCode::BAD_GATEWAY, "engine_error", msg)
-            }
+            SchedError::Run(e) => Self::of_code(e.code, e.message),
             SchedError::NoExecutor => Self::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "no_executor",
                 "no executor is available",
             ),
-            SchedError::Store(e) => e.into(),
+            SchedError::Store(e) => {
+                error!(error = %e, "store failure");
+                Self::internal()
+            }
         }
     }
 }

@@ -15,8 +15,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{RequestMeta, TaskId, TaskStatus};
-use berth_executor::{InputStream, ResponseHead};
-use berth_scheduler::{CallResult, SyncCall};
+use berth_scheduler::{InputStream, ResponseHead, SyncCall};
 use futures::{StreamExt, TryStreamExt, stream};
 
 use crate::AppState;
@@ -121,35 +120,24 @@ pub(crate) fn task_headers(resp: &mut Response, id: TaskId, version: i64) {
     h.insert(VERSION_HEADER, HeaderValue::from(version));
 }
 
-/// The error a finished, unsuccessful call answers with.
-pub fn call_error(result: &CallResult, id: TaskId) -> ApiError {
-    let (status, code) = match result.status {
-        TaskStatus::TimedOut => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
-        TaskStatus::Cancelled => (StatusCode::CONFLICT, "cancelled"),
-        _ => match result.error.as_ref().map(|e| e.code.as_str()) {
-            Some("oom") => (StatusCode::BAD_GATEWAY, "oom"),
-            Some("exit") => (StatusCode::BAD_GATEWAY, "function_failed"),
-            // The engine went away under the call: an outage, not the
-            // function's failure.
-            Some("engine_unavailable") => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable"),
-            _ => (StatusCode::BAD_GATEWAY, "function_error"),
-        },
-    };
-    let message = result
-        .error
-        .as_ref()
-        .map(|e| e.message.clone())
-        .unwrap_or_else(|| format!("task ended as {}", result.status));
-    let mut err = ApiError::new(status, code, message).with("task_id", id.to_string());
-    if let Some(code) = result.exit_code {
-        err = err.with("exit_code", code);
-    }
-    if !result.stderr_tail.is_empty() {
-        err = err.with("stderr", result.stderr_tail.clone());
-    }
-    err
-}
-
+#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "calls",
+    params(
+        ("name" = String, Path, description = "function name"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "the function's stdin (any media type)"),
+    responses(
+        (status = 200, description = "the function's stdout (http mode: its own status and headers)",
+            content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("x-berth-task-id" = String), ("x-berth-version" = i64),
+                ("server-timing" = String, description = "queue, pull, start and run durations (ms), when the answer fits the first 64 KiB"))),
+        (status = 404, body = berth_contract::ErrorBody),
+        (status = 413, body = berth_contract::ErrorBody),
+        (status = 429, body = berth_contract::ErrorBody),
+        (status = 502, description = "the function failed", body = berth_contract::ErrorBody),
+        (status = 503, body = berth_contract::ErrorBody),
+        (status = 504, description = "the function timed out", body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn invoke(State(state): State<AppState>, req: FunctionCall) -> ApiResult<Response> {
     let call = state
         .tasks
@@ -183,22 +171,15 @@ pub async fn respond(mut call: SyncCall) -> Response {
         }
     };
 
-    let overflow = call.input_overflow;
     let mut resp = if exited {
         let Ok(result) = call.result.await else {
             return ApiError::internal().into_response();
         };
-        // The function saw a cut-off input, so whatever it made of it is
-        // not the answer to this request.
-        let mut resp = if let Some(limit) = overflow.get() {
-            ApiError::from(berth_scheduler::SchedError::InputTooLarge(*limit))
-                .with("task_id", id.to_string())
-                .into_response()
-        } else if result.status == TaskStatus::Succeeded {
+        let mut resp = if result.outcome.status == TaskStatus::Succeeded {
             let body = Body::from_stream(stream::iter(head.into_iter().map(Ok::<_, io::Error>)));
             ok_response(body, fn_head.as_ref())
         } else {
-            call_error(&result, id).into_response()
+            ApiError::of_call(&result, id).into_response()
         };
         if let Ok(v) = HeaderValue::from_str(&server_timing(&result.timing)) {
             resp.headers_mut().insert(SERVER_TIMING, v);
@@ -210,17 +191,11 @@ pub async fn respond(mut call: SyncCall) -> Response {
         });
         let result = call.result;
         let verdict = stream::once(async move {
-            let outcome = result.await;
-            if let Some(limit) = overflow.get() {
-                return Some(Err(io::Error::other(format!(
-                    "request body is larger than the {limit} byte limit"
-                ))));
-            }
-            match outcome {
-                Ok(r) if r.status == TaskStatus::Succeeded => None,
+            match result.await {
+                Ok(r) if r.outcome.status == TaskStatus::Succeeded => None,
                 Ok(r) => Some(Err(io::Error::other(format!(
                     "function failed after its output began: {}",
-                    r.error.map(|e| e.message).unwrap_or_default()
+                    r.outcome.error.map(|e| e.message).unwrap_or_default()
                 )))),
                 Err(_) => Some(Err(io::Error::other("function result lost"))),
             }

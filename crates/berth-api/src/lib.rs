@@ -1,18 +1,19 @@
 //! The HTTP API of Berth.
 //!
-//! Architecture Invariant: only this crate knows HTTP and JSON. Handlers
-//! translate requests into calls on the TaskManager and the store, and
-//! their typed errors into JSON errors; they hold no state of their own, so
-//! any number of API replicas can serve the same cluster.
+//! Architecture Invariant: only this crate knows HTTP and JSON errors.
+//! Handlers translate requests into calls on the TaskManager and its typed
+//! errors into JSON errors; they hold no state of their own, so any number
+//! of API replicas can serve the same cluster. The API depends on the
+//! scheduler and the shared types only: never on the store or an executor.
 
 mod auth;
 mod error;
 mod extract;
 mod functions;
 mod invoke;
+mod openapi;
 mod tasks;
 mod tenants;
-mod views;
 
 use std::sync::Arc;
 
@@ -22,14 +23,12 @@ use axum::middleware;
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
 use berth_scheduler::TaskManager;
-use berth_store::Store;
 
-pub use auth::{forget_tenant, generate_key, hash_key, tenant_for_key};
 pub use error::ApiError;
+pub use openapi::document;
 
 #[derive(Clone)]
 pub struct AppState {
-    pub store: Arc<dyn Store>,
     pub tasks: Arc<TaskManager>,
 }
 
@@ -40,6 +39,7 @@ pub fn router(state: AppState) -> Router {
             "/functions/{name}",
             get(functions::get)
                 .put(functions::put)
+                .patch(functions::patch)
                 .delete(functions::delete),
         )
         .route("/functions/{name}/invoke", post(invoke::invoke))
@@ -64,6 +64,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -83,15 +84,13 @@ async fn method_not_allowed() -> ApiError {
 
 /// Ready when the store answers and at least one executor is healthy.
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
-    let store_ok = state.store.ping().await.is_ok();
-    let executors = state.tasks.executor_status().await;
-    let healthy = executors.iter().filter(|e| e.healthy).count();
-    let body = serde_json::json!({
-        "store": store_ok,
-        "executors": executors.len(),
-        "healthy_executors": healthy,
-    });
-    let status = if store_ok && healthy > 0 {
+    let r = state.tasks.readiness().await;
+    let body = berth_contract::Readiness {
+        store: r.store,
+        executors: r.executors,
+        healthy_executors: r.healthy_executors,
+    };
+    let status = if r.ready() {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE

@@ -6,17 +6,15 @@ use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use berth_core::{TaskId, TaskRecord, TaskStatus};
-use berth_store::{Cancel, PayloadKind, TaskFilter};
-use serde_json::json;
-use tokio_util::io::ReaderStream;
+use berth_contract::{Task, TaskList};
+use berth_core::{PayloadKind, TaskFilter, TaskId, TaskRecord, TaskStatus};
+use berth_scheduler::CallResult;
 
 use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::TaskPath;
-use crate::invoke::{FunctionCall, TASK_ID_HEADER, call_error, task_headers};
-use crate::views::TaskView;
+use crate::invoke::{FunctionCall, TASK_ID_HEADER, task_headers};
 
 const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
@@ -29,11 +27,7 @@ pub(crate) fn task_not_found() -> ApiError {
 /// one, so ids cannot be probed.
 async fn load(state: &AppState, tenant: &str, id: &str) -> ApiResult<TaskRecord> {
     let id: TaskId = id.parse().map_err(|_| task_not_found())?;
-    state
-        .store
-        .get_task(tenant, id)
-        .await?
-        .ok_or_else(task_not_found)
+    Ok(state.tasks.task(tenant, id).await?)
 }
 
 /// Longest `Prefer: wait=N` honoured; past it a caller should poll.
@@ -85,6 +79,27 @@ fn idempotency_key(meta: &berth_core::RequestMeta) -> ApiResult<Option<String>> 
     Ok(Some(key.to_owned()))
 }
 
+#[utoipa::path(post, path = "/v1/functions/{name}/tasks", tag = "calls",
+    params(
+        ("name" = String, Path, description = "function name"),
+        ("Prefer" = Option<String>, Header, description = "`wait=N`: answer inline if the task ends within N seconds (at most 300)"),
+        ("Idempotency-Key" = Option<String>, Header, description = "a repeat of the same request returns the first task"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream",
+        description = "the task's input, the function's stdin (any media type)"),
+    responses(
+        (status = 202, description = "accepted: on disk and queued", body = Task,
+            headers(("location" = String), ("x-berth-task-id" = String))),
+        (status = 200, description = "with `Prefer: wait`: the output, as from invoke",
+            content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, body = berth_contract::ErrorBody),
+        (status = 404, body = berth_contract::ErrorBody),
+        (status = 413, body = berth_contract::ErrorBody),
+        (status = 422, body = berth_contract::ErrorBody),
+        (status = 429, body = berth_contract::ErrorBody),
+        (status = 502, body = berth_contract::ErrorBody),
+        (status = 504, body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn submit(State(state): State<AppState>, req: FunctionCall) -> ApiResult<Response> {
     let wait = preferred_wait(&req.meta);
     let key = idempotency_key(&req.meta)?;
@@ -120,22 +135,24 @@ async fn finished_response(state: &AppState, task: &TaskRecord) -> ApiResult<Res
     let mut resp = if task.status == TaskStatus::Succeeded {
         payload_of(state, task, PayloadKind::Output, "application/octet-stream").await?
     } else {
-        let result = berth_scheduler::CallResult {
-            status: task.status,
-            exit_code: task.exit_code,
-            error: task.error.clone(),
+        let result = CallResult {
+            outcome: berth_core::Outcome {
+                status: task.status,
+                exit_code: task.exit_code,
+                error: task.error.clone(),
+            },
             timing: task.timing.clone(),
             usage: task.usage.clone(),
             stderr_tail: String::new(),
         };
-        call_error(&result, task.id).into_response()
+        ApiError::of_call(&result, task.id).into_response()
     };
     task_headers(&mut resp, task.id, task.version);
     Ok(resp)
 }
 
 fn accepted(task: &TaskRecord) -> ApiResult<Response> {
-    let mut resp = (StatusCode::ACCEPTED, Json(TaskView::from(task))).into_response();
+    let mut resp = (StatusCode::ACCEPTED, Json(Task::from(task))).into_response();
     if let Ok(loc) = HeaderValue::from_str(&format!("/v1/tasks/{}", task.id)) {
         resp.headers_mut().insert(header::LOCATION, loc);
     }
@@ -145,13 +162,19 @@ fn accepted(task: &TaskRecord) -> ApiResult<Response> {
     Ok(resp)
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "task id")),
+    responses(
+        (status = 200, description = "the task's status, timing and usage", body = Task),
+        (status = 404, body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     TaskPath(id): TaskPath,
-) -> ApiResult<Json<TaskView>> {
+) -> ApiResult<Json<Task>> {
     let task = load(&state, &tenant, &id).await?;
-    Ok(Json(TaskView::from(&task)))
+    Ok(Json(Task::from(&task)))
 }
 
 fn parse_filter(params: &HashMap<String, String>) -> ApiResult<TaskFilter> {
@@ -190,38 +213,46 @@ fn parse_filter(params: &HashMap<String, String>) -> ApiResult<TaskFilter> {
     })
 }
 
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
+    params(
+        ("function" = Option<String>, Query, description = "only this function's tasks"),
+        ("status" = Option<TaskStatus>, Query, description = "only tasks in this status"),
+        ("limit" = Option<u32>, Query, description = "tasks per page, 1 to 1000 (default 100)", minimum = 1, maximum = 1000),
+        ("cursor" = Option<String>, Query, description = "`next_cursor` of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "a page of tasks, newest first", body = TaskList),
+        (status = 400, body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     Query(params): Query<HashMap<String, String>>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<TaskList>> {
     let filter = parse_filter(&params)?;
-    let page = state.store.list_tasks(&tenant, &filter).await?;
-    let tasks: Vec<_> = page.tasks.iter().map(TaskView::from).collect();
-    Ok(Json(json!({
-        "tasks": tasks,
-        "next_cursor": page.next.map(|n| n.to_string()),
-    })))
+    let page = state.tasks.tasks(&tenant, &filter).await?;
+    Ok(Json(TaskList {
+        tasks: page.tasks.iter().map(Task::from).collect(),
+        next_cursor: page.next.map(|n| n.to_string()),
+    }))
 }
 
+#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "task id")),
+    responses(
+        (status = 200, description = "cancelled: a queued task never runs, a running one is killed", body = Task),
+        (status = 404, body = berth_contract::ErrorBody),
+        (status = 409, description = "it had already finished", body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn cancel(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     TaskPath(id): TaskPath,
-) -> ApiResult<Json<TaskView>> {
+) -> ApiResult<Json<Task>> {
     let task_id: TaskId = id.parse().map_err(|_| task_not_found())?;
-    match state.tasks.cancel(&tenant, task_id).await? {
-        None => Err(task_not_found()),
-        Some(Cancel::AlreadyFinished(status)) => Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "task_finished",
-            format!("task already finished as {status}"),
-        )),
-        Some(Cancel::Dequeued | Cancel::Running { .. }) => {
-            let task = load(&state, &tenant, &id).await?;
-            Ok(Json(TaskView::from(&task)))
-        }
-    }
+    state.tasks.cancel(&tenant, task_id).await?;
+    let task = load(&state, &tenant, &id).await?;
+    Ok(Json(Task::from(&task)))
 }
 
 async fn payload(
@@ -242,40 +273,11 @@ async fn payload_of(
     kind: PayloadKind,
     content_type: &'static str,
 ) -> ApiResult<Response> {
-    if !task.status.is_terminal() {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "task_not_finished",
-            format!("task is {}; try again when it has finished", task.status),
-        ));
-    }
-    let file = state
-        .tasks
-        .payloads()
-        .open(task.id, kind)
-        .await
-        .map_err(|_| ApiError::internal())?;
-    let Some(file) = file else {
-        if kind == PayloadKind::Logs {
-            // Log files are made only for tasks that wrote to stderr.
-            let mut resp = Response::new(Body::empty());
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-            return Ok(resp);
-        }
-        let why = match (kind, task.kind) {
-            (PayloadKind::Output, berth_core::TaskKind::Sync) => {
-                "a sync call's output went to its caller and is not stored"
-            }
-            _ => "this task has none",
-        };
-        return Err(ApiError::not_found("no_payload", why));
-    };
-    let len = file.metadata().await.map(|m| m.len()).ok();
-    let mut resp = Response::new(Body::from_stream(ReaderStream::new(file)));
+    let payload = state.tasks.payload(task, kind).await?;
+    let mut resp = Response::new(Body::from_stream(payload.body));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    if let Some(len) = len {
+    if let Some(len) = payload.len {
         h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
     }
     if let Ok(v) = HeaderValue::from_str(task.status.as_str()) {
@@ -284,6 +286,13 @@ async fn payload_of(
     Ok(resp)
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}/output", tag = "tasks",
+    params(("id" = String, Path, description = "task id")),
+    responses(
+        (status = 200, description = "the finished task's stdout", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, body = berth_contract::ErrorBody),
+        (status = 409, description = "not finished yet", body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn output(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
@@ -299,6 +308,13 @@ pub async fn output(
     .await
 }
 
+#[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks",
+    params(("id" = String, Path, description = "task id")),
+    responses(
+        (status = 200, description = "the finished task's stderr (capped; empty when it wrote none)", content_type = "text/plain", body = String),
+        (status = 404, body = berth_contract::ErrorBody),
+        (status = 409, description = "not finished yet", body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn logs(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,

@@ -1,6 +1,5 @@
-//! Tenants and their keys. The admin creates tenants, sets their quotas and
-//! revokes their keys; a tenant may read its own record and rotate its own
-//! key. Another tenant's record answers exactly like a missing one.
+//! Tenants and their keys; who may do what is the scheduler's rule, this
+//! is only its HTTP face.
 
 use axum::Extension;
 use axum::Json;
@@ -8,150 +7,86 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use berth_core::{ADMIN_TENANT, QuotaOverrides, Quotas, TenantRecord, validate_tenant_name};
-use serde::{Deserialize, Serialize};
-use serde_json::json;
+use berth_contract::{CreateTenant, CreatedTenant, RotatedKey, Tenant as TenantView, TenantList};
+use berth_core::QuotaOverrides;
 
 use crate::AppState;
-use crate::auth::{Tenant, forget_tenant, generate_key, hash_key};
-use crate::error::{ApiError, ApiResult};
+use crate::auth::Tenant;
+use crate::error::ApiResult;
 use crate::extract::{TenantPath, json_body};
-use crate::views::timestamp;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CreateTenant {
-    name: String,
-    #[serde(default)]
-    quotas: QuotaOverrides,
-}
-
-#[derive(Serialize)]
-pub struct TenantView {
-    name: String,
-    created_at: String,
-    /// API keys the tenant holds; 0 after a revocation.
-    keys: i64,
-    /// What the tenant is held to: the defaults with its own settings.
-    quotas: Quotas,
-    /// Only the settings made for this tenant.
-    overrides: QuotaOverrides,
-}
-
-impl TenantView {
-    fn new(t: &TenantRecord, defaults: &Quotas) -> Self {
-        Self {
-            name: t.name.clone(),
-            created_at: timestamp(t.created_at),
-            keys: t.keys,
-            quotas: defaults.with(&t.overrides),
-            overrides: t.overrides.clone(),
-        }
-    }
-}
-
-fn tenant_not_found() -> ApiError {
-    ApiError::not_found("tenant_not_found", "tenant not found")
-}
-
-fn require_admin(caller: &str) -> ApiResult<()> {
-    if caller == ADMIN_TENANT {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("managing tenants needs the admin key"))
-    }
-}
-
-/// A tenant the caller may see: any for the admin, only itself otherwise.
-async fn visible(state: &AppState, caller: &str, name: &str) -> ApiResult<TenantRecord> {
-    if caller != ADMIN_TENANT && caller != name {
-        return Err(tenant_not_found());
-    }
-    state
-        .store
-        .get_tenant(name)
-        .await?
-        .ok_or_else(tenant_not_found)
-}
-
-/// The admin's key is the server's own setting, not a record to rotate:
-/// a rotation here would be undone at the next start.
-fn refuse_admin_key(name: &str) -> ApiResult<()> {
-    if name == ADMIN_TENANT {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "admin_key_fixed",
-            "the admin key comes from BERTH_ADMIN_KEY or DIR/admin.key; change it there and restart",
-        ));
-    }
-    Ok(())
-}
-
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+    request_body = CreateTenant,
+    responses(
+        (status = 201, description = "created; its API key is shown only here", body = CreatedTenant),
+        (status = 400, body = berth_contract::ErrorBody),
+        (status = 403, description = "needs the admin key", body = berth_contract::ErrorBody),
+        (status = 409, body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
     Extension(Tenant(caller)): Extension<Tenant>,
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Response> {
-    require_admin(&caller)?;
     let req: CreateTenant = json_body(&headers, body).await?;
-    validate_tenant_name(&req.name)
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_tenant", e.0))?;
-    req.quotas
-        .validate()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_quota", e.0))?;
-    let key = generate_key();
-    if !state
-        .store
-        .create_tenant(&req.name, &req.quotas, &hash_key(&key))
-        .await?
-    {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "tenant_exists",
-            format!("tenant {:?} already exists", req.name),
-        ));
-    }
-    let record = state
-        .store
-        .get_tenant(&req.name)
-        .await?
-        .ok_or_else(ApiError::internal)?;
-    let mut view = serde_json::to_value(TenantView::new(&record, &state.tasks.default_quotas()))
-        .map_err(|_| ApiError::internal())?;
-    // The only time the key is ever shown: the server keeps its hash.
-    view["api_key"] = json!(key);
-    Ok((StatusCode::CREATED, Json(view)).into_response())
+    let made = state
+        .tasks
+        .create_tenant(&caller, &req.name, &req.quotas)
+        .await?;
+    let body = CreatedTenant {
+        tenant: TenantView::new(&made.record, &state.tasks.default_quotas()),
+        api_key: made.api_key,
+    };
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+    responses(
+        (status = 200, description = "every tenant", body = TenantList),
+        (status = 403, description = "needs the admin key", body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn list(
     State(state): State<AppState>,
     Extension(Tenant(caller)): Extension<Tenant>,
-) -> ApiResult<Json<serde_json::Value>> {
-    require_admin(&caller)?;
+) -> ApiResult<Json<TenantList>> {
     let defaults = state.tasks.default_quotas();
-    let tenants: Vec<_> = state
-        .store
-        .list_tenants()
-        .await?
-        .iter()
-        .map(|t| TenantView::new(t, &defaults))
-        .collect();
-    Ok(Json(json!({ "tenants": tenants })))
+    let tenants = state.tasks.tenants(&caller).await?;
+    Ok(Json(TenantList {
+        tenants: tenants
+            .iter()
+            .map(|t| TenantView::new(t, &defaults))
+            .collect(),
+    }))
 }
 
+#[utoipa::path(get, path = "/v1/tenants/{name}", tag = "tenants",
+    params(("name" = String, Path, description = "tenant name")),
+    responses(
+        (status = 200, description = "the tenant (the admin sees any, a tenant itself)", body = TenantView),
+        (status = 404, body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn get(
     State(state): State<AppState>,
     Extension(Tenant(caller)): Extension<Tenant>,
     TenantPath(name): TenantPath,
 ) -> ApiResult<Json<TenantView>> {
-    let record = visible(&state, &caller, &name).await?;
+    let record = state.tasks.tenant(&caller, &name).await?;
     Ok(Json(TenantView::new(
         &record,
         &state.tasks.default_quotas(),
     )))
 }
 
+#[utoipa::path(put, path = "/v1/tenants/{name}/quotas", tag = "tenants",
+    params(("name" = String, Path, description = "tenant name")),
+    request_body = QuotaOverrides,
+    responses(
+        (status = 200, description = "the tenant's own settings replaced", body = TenantView),
+        (status = 400, body = berth_contract::ErrorBody),
+        (status = 403, description = "needs the admin key", body = berth_contract::ErrorBody),
+        (status = 404, body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn set_quotas(
     State(state): State<AppState>,
     Extension(Tenant(caller)): Extension<Tenant>,
@@ -159,57 +94,44 @@ pub async fn set_quotas(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<TenantView>> {
-    require_admin(&caller)?;
     let quotas: QuotaOverrides = json_body(&headers, body).await?;
-    quotas
-        .validate()
-        .map_err(|e| ApiError::new(StatusCode::BAD_REQUEST, "invalid_quota", e.0))?;
-    if !state.store.set_tenant_quotas(&name, &quotas).await? {
-        return Err(tenant_not_found());
-    }
-    state.tasks.forget_quotas(&name);
-    let record = visible(&state, &caller, &name).await?;
+    let record = state.tasks.set_quotas(&caller, &name, &quotas).await?;
     Ok(Json(TenantView::new(
         &record,
         &state.tasks.default_quotas(),
     )))
 }
 
-/// A new key for the tenant; every older key stops working at once here,
-/// and on other replicas within the key cache's lifetime.
+#[utoipa::path(post, path = "/v1/tenants/{name}/keys", tag = "tenants",
+    params(("name" = String, Path, description = "tenant name")),
+    responses(
+        (status = 200, description = "a new key; every older one stops working", body = RotatedKey),
+        (status = 404, body = berth_contract::ErrorBody),
+        (status = 409, description = "the admin key is the server's setting", body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn rotate_key(
     State(state): State<AppState>,
     Extension(Tenant(caller)): Extension<Tenant>,
     TenantPath(name): TenantPath,
-) -> ApiResult<Json<serde_json::Value>> {
-    visible(&state, &caller, &name).await?;
-    refuse_admin_key(&name)?;
-    let key = generate_key();
-    if !state
-        .store
-        .replace_api_keys(&name, Some(&hash_key(&key)), "primary")
-        .await?
-    {
-        return Err(tenant_not_found());
-    }
-    forget_tenant(&name);
-    Ok(Json(json!({ "name": name, "api_key": key })))
+) -> ApiResult<Json<RotatedKey>> {
+    let api_key = state.tasks.rotate_key(&caller, &name).await?;
+    Ok(Json(RotatedKey { name, api_key }))
 }
 
-/// Revokes every key of the tenant. Its functions, tasks and images stay;
-/// a later rotation by the admin gives it a key again.
+#[utoipa::path(delete, path = "/v1/tenants/{name}/keys", tag = "tenants",
+    params(("name" = String, Path, description = "tenant name")),
+    responses(
+        (status = 200, description = "every key revoked; functions and tasks stay", body = TenantView),
+        (status = 403, description = "needs the admin key", body = berth_contract::ErrorBody),
+        (status = 404, body = berth_contract::ErrorBody),
+        (status = 409, description = "the admin key is the server's setting", body = berth_contract::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn revoke_keys(
     State(state): State<AppState>,
     Extension(Tenant(caller)): Extension<Tenant>,
     TenantPath(name): TenantPath,
 ) -> ApiResult<Json<TenantView>> {
-    require_admin(&caller)?;
-    refuse_admin_key(&name)?;
-    if !state.store.replace_api_keys(&name, None, "primary").await? {
-        return Err(tenant_not_found());
-    }
-    forget_tenant(&name);
-    let record = visible(&state, &caller, &name).await?;
+    let record = state.tasks.revoke_keys(&caller, &name).await?;
     Ok(Json(TenantView::new(
         &record,
         &state.tasks.default_quotas(),

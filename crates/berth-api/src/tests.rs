@@ -1,330 +1,63 @@
 //! Behaviour tests of the HTTP API. Requests go through the real router
 //! (`tower::ServiceExt::oneshot`, no sockets) over a real in-memory SQLite
-//! store and real payload files; only the container engine is faked.
-//!
-//! The fake executor is scripted by the function's `command`:
-//!
-//! | command               | behaviour                                             |
-//! |-----------------------|-------------------------------------------------------|
-//! | `echo-upper` or none  | stdout = uppercased stdin, a line on stderr, exit 0   |
-//! | `fail <code> <msg>`   | stderr = msg, exit code                               |
-//! | `sleep`               | never exits: ends by timeout, cancel or caller gone   |
-//! | `big`                 | 200 KiB of stdout, then exit 1                        |
-//! | `stream`              | writes stdout forever (until caller gone/timeout)     |
-//! | `env`                 | stdout = the environment it got, as `K=V\n` lines     |
+//! store and real payload files; only the container engine is faked, by
+//! the scheduler's test support (the executor crate's scripted fake: see
+//! `berth_executor::testing` for what each `command` does).
 //!
 //! Waiting loops below are liveness bounds (they fail a hung test), never
 //! timing assertions.
 
 use std::collections::{BTreeMap, HashSet};
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::http::{HeaderMap, Method, Request, Response, StatusCode, header};
 use berth_core::TaskId;
-use berth_executor::{
-    ExecError, Executor, ExecutorStatus, Exit, ImageInfo, InputStream, Invocation, RunOutcome,
-    RunSpec,
-};
-use berth_scheduler::{Config, TaskManager};
-use berth_store::{Payloads, SqliteStore, Store};
+use berth_scheduler::Config;
+use berth_scheduler::testing::{Exit, FakeExecutor, Manager, RunSpec, image_id};
 use futures::StreamExt;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::Sleep;
-use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::{AppState, hash_key, router};
+use crate::{AppState, router};
 
 const KEY: &str = "berth_test_admin_key_0123456789";
 const OTHER_KEY: &str = "berth_test_other_tenant_key_9876543210";
-const CHANNEL_DEPTH: usize = 16;
 /// Liveness bound for anything the tests wait for.
 const PATIENCE: Duration = Duration::from_secs(10);
 
-// ---------------------------------------------------------------------------
-// The fake executor
-// ---------------------------------------------------------------------------
-
-#[derive(Default)]
-struct FakeExecutor {
-    /// Every attempt started, in order. An attempt is visible here only
-    /// after the scheduler registered its cancel token.
-    started: Mutex<Vec<RunSpec>>,
-    /// How each attempt ended, by task.
-    finished: Arc<Mutex<Vec<(TaskId, Exit)>>>,
-}
-
-impl FakeExecutor {
-    fn started(&self) -> Vec<RunSpec> {
-        self.started.lock().unwrap().clone()
-    }
-
-    fn started_for(&self, function: &str) -> Option<RunSpec> {
-        self.started().into_iter().find(|s| s.function == function)
-    }
-
-    fn exit_of(&self, id: TaskId) -> Option<Exit> {
-        self.finished
-            .lock()
-            .unwrap()
-            .iter()
-            .find(|(t, _)| *t == id)
-            .map(|(_, e)| e.clone())
-    }
-}
-
-/// The image id a reference resolves to: derived from the name, so that
-/// tests can predict it.
-fn image_id(reference: &str) -> String {
-    format!("sha256:{}", hex::encode(reference))
-}
-
-#[async_trait]
-impl Executor for FakeExecutor {
-    async fn resolve_image(&self, reference: &str) -> Result<ImageInfo, ExecError> {
-        if reference == "missing" {
-            return Err(ExecError::ImageNotFound(reference.to_owned()));
-        }
-        Ok(ImageInfo {
-            id: image_id(reference),
-        })
-    }
-
-    async fn run(&self, spec: RunSpec, stdin: InputStream) -> Result<Invocation, ExecError> {
-        if spec.command.as_ref().is_some_and(|c| c[0] == "busy") {
-            return Err(ExecError::Busy(
-                "2 instances busy and 3 requests queued".into(),
-            ));
-        }
-        self.started.lock().unwrap().push(spec.clone());
-        let (out_tx, out_rx) = mpsc::channel(CHANNEL_DEPTH);
-        let (err_tx, err_rx) = mpsc::channel(CHANNEL_DEPTH);
-        let (done_tx, done_rx) = oneshot::channel();
-        let finished = Arc::clone(&self.finished);
-        tokio::spawn(async move {
-            let began = Instant::now();
-            let mut proc = Proc {
-                out: out_tx,
-                err: err_tx,
-                tail: String::new(),
-                deadline: Box::pin(tokio::time::sleep(spec.timeout)),
-                cancel: spec.cancel.clone(),
-            };
-            let command = spec.command.clone().unwrap_or_default();
-            let env: Vec<_> = spec.env.iter().chain(&spec.request_env).cloned().collect();
-            let exit = match script(&mut proc, &command, &env, stdin).await {
-                Ok(code) => Exit::Code(code),
-                Err(interrupted) => interrupted,
-            };
-            finished.lock().unwrap().push((spec.task_id, exit.clone()));
-            let Proc { tail, .. } = proc;
-            let _ = done_tx.send(Ok(RunOutcome {
-                exit,
-                stderr_tail: tail,
-                queued_ms: 0,
-                pull_ms: None,
-                start_ms: 0,
-                run_ms: i64::try_from(began.elapsed().as_millis()).unwrap_or(i64::MAX),
-                cpu_ms: None,
-                peak_memory_bytes: None,
-            }));
-        });
-        Ok(Invocation {
-            head: None,
-            stdout: out_rx,
-            stderr: err_rx,
-            done: done_rx,
-        })
-    }
-
-    async fn prepare(&self, _spec: &RunSpec) -> Result<(), ExecError> {
-        Ok(())
-    }
-
-    fn retire(&self, _tenant: &str, _function: &str, _keep: Option<i64>) {}
-
-    async fn reap_orphans(&self) -> Result<usize, ExecError> {
-        Ok(0)
-    }
-
-    async fn status(&self) -> ExecutorStatus {
-        ExecutorStatus {
-            id: "fake".into(),
-            capacity: 64,
-            running: 0,
-            instances: vec![],
-            healthy: true,
-        }
-    }
-
-    fn has_room(&self, _spec: &RunSpec) -> bool {
-        true
-    }
-}
-
-/// A fake process: what a function sees of the executor's channels, with
-/// the deadline and the cancel token enforced on every wait, as the real
-/// executor does.
-struct Proc {
-    out: mpsc::Sender<Bytes>,
-    err: mpsc::Sender<Bytes>,
-    tail: String,
-    deadline: Pin<Box<Sleep>>,
-    cancel: CancellationToken,
-}
-
-impl Proc {
-    /// Waits for `f` unless the deadline passes or a cancel arrives first.
-    async fn guard<F: Future>(&mut self, f: F) -> Result<F::Output, Exit> {
-        tokio::select! {
-            v = f => Ok(v),
-            () = &mut self.deadline => Err(Exit::TimedOut),
-            () = self.cancel.cancelled() => Err(Exit::Cancelled),
-        }
-    }
-
-    async fn stdout(&mut self, data: impl Into<Bytes>) -> Result<(), Exit> {
-        let out = self.out.clone();
-        match self.guard(out.send(data.into())).await? {
-            Ok(()) => Ok(()),
-            // Whoever read stdout went away: the attempt is killed.
-            Err(_) => Err(Exit::CallerGone),
-        }
-    }
-
-    async fn stderr(&mut self, text: &str) -> Result<(), Exit> {
-        self.tail.push_str(text);
-        let err = self.err.clone();
-        // A closed stderr is ignored, like the real executor does.
-        let _ = self
-            .guard(err.send(Bytes::copy_from_slice(text.as_bytes())))
-            .await?;
-        Ok(())
-    }
-
-    /// Never returns normally: ends by deadline, cancel or caller gone.
-    async fn hang(&mut self) -> Exit {
-        let out = self.out.clone();
-        match self.guard(out.closed()).await {
-            Ok(()) => Exit::CallerGone,
-            Err(why) => why,
-        }
-    }
-}
-
-async fn script(
-    p: &mut Proc,
-    command: &[String],
-    env: &[(String, String)],
-    mut stdin: InputStream,
-) -> Result<i64, Exit> {
-    match command.first().map(String::as_str) {
-        None | Some("echo-upper") => {
-            let mut input = Vec::new();
-            while let Some(chunk) = p.guard(stdin.next()).await? {
-                match chunk {
-                    Ok(c) => input.extend_from_slice(&c),
-                    Err(e) => {
-                        p.stderr(&format!("stdin failed: {e}")).await?;
-                        return Ok(1);
-                    }
-                }
-            }
-            p.stderr(&format!("echo-upper: {} bytes\n", input.len()))
-                .await?;
-            for piece in input.to_ascii_uppercase().chunks(16 * 1024) {
-                p.stdout(Bytes::copy_from_slice(piece)).await?;
-            }
-            Ok(0)
-        }
-        Some("fail") => {
-            let code = command.get(1).and_then(|c| c.parse().ok()).unwrap_or(1);
-            let msg = command.get(2).cloned().unwrap_or_default();
-            p.stderr(&msg).await?;
-            Ok(code)
-        }
-        Some("sleep") => Err(p.hang().await),
-        Some("big") => {
-            for _ in 0..25 {
-                p.stdout(vec![b'x'; 8 * 1024]).await?;
-            }
-            p.stderr("boom after output").await?;
-            Ok(1)
-        }
-        Some("stream") => loop {
-            p.stdout(vec![b'y'; 8 * 1024]).await?;
-        },
-        Some("env") => {
-            let text: String = env.iter().map(|(k, v)| format!("{k}={v}\n")).collect();
-            p.stdout(text).await?;
-            Ok(0)
-        }
-        Some(other) => {
-            p.stderr(&format!("fake: unknown command {other}")).await?;
-            Ok(127)
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------
-// Harness
-// ---------------------------------------------------------------------------
-
 struct Harness {
     app: Router,
-    fake: Arc<FakeExecutor>,
-    shutdown: CancellationToken,
-    _dir: tempfile::TempDir,
+    manager: Manager,
 }
 
-impl Drop for Harness {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
+impl Harness {
+    fn fake(&self) -> &FakeExecutor {
+        self.manager.fake()
     }
 }
 
 /// A fresh API over a fresh store. Without `background` nothing claims
 /// async tasks, so they stay queued: handy for deterministic queue tests.
 async fn harness(background: bool) -> Harness {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.expect("store"));
-    store
-        .put_api_key("admin", &hash_key(KEY), "admin")
-        .await
-        .expect("admin key");
-    store
-        .put_api_key("other", &hash_key(OTHER_KEY), "admin")
-        .await
-        .expect("other key");
-    let fake = Arc::new(FakeExecutor::default());
-    let executor: Arc<dyn Executor> = fake.clone();
-    let tasks = TaskManager::new(
-        Arc::clone(&store),
-        Payloads::new(dir.path()),
-        vec![executor],
-        Config {
-            poll_interval: Duration::from_millis(50),
-            upload_idle_timeout: Duration::from_millis(200),
-            ..Default::default()
-        },
-    );
-    let shutdown = CancellationToken::new();
+    let manager = Manager::new(Config {
+        poll_interval: Duration::from_millis(50),
+        upload_idle_timeout: Duration::from_millis(200),
+        ..Default::default()
+    })
+    .await;
+    manager.add_key("admin", KEY).await;
+    manager.add_key("other", OTHER_KEY).await;
     if background {
-        tasks.spawn_background(shutdown.clone());
+        manager.start_background();
     }
     Harness {
-        app: router(AppState { store, tasks }),
-        fake,
-        shutdown,
-        _dir: dir,
+        app: router(AppState {
+            tasks: manager.tasks.clone(),
+        }),
+        manager,
     }
 }
 
@@ -516,12 +249,12 @@ impl Harness {
 
     /// Waits until the fake executor has started an attempt of `function`.
     async fn wait_started(&self, function: &str) -> RunSpec {
-        wait_until("attempt to start", || self.fake.started_for(function)).await
+        wait_until("attempt to start", || self.fake().started_for(function)).await
     }
 
     /// Waits until the fake executor saw the attempt of `id` end.
     async fn wait_exit(&self, id: TaskId) -> Exit {
-        wait_until("attempt to end", || self.fake.exit_of(id)).await
+        wait_until("attempt to end", || self.fake().exit_of(id)).await
     }
 }
 
@@ -600,7 +333,7 @@ async fn requests_without_a_valid_key_are_refused() {
     }
 
     // Nothing was run, submitted or deleted by the refused requests.
-    assert!(h.fake.started().is_empty());
+    assert!(h.fake().started().is_empty());
     assert_eq!(h.get("/v1/tasks").await.json()["tasks"], json!([]));
     assert_eq!(h.get("/v1/functions/up").await.status, StatusCode::OK);
 }
@@ -780,7 +513,7 @@ async fn functions_are_listed_and_deleted() {
         .map(|f| f["name"].clone())
         .collect();
     assert_eq!(names, [json!("alpha"), json!("gamma")]);
-    assert!(h.fake.started().is_empty());
+    assert!(h.fake().started().is_empty());
 
     // A re-created function keeps counting versions, so that a version
     // number never names two different definitions.
@@ -1237,7 +970,7 @@ async fn slow_function_answers_504() {
     let v = check(&r, StatusCode::GATEWAY_TIMEOUT, "timeout");
     let id = v["error"]["task_id"].as_str().unwrap().to_owned();
     assert_eq!(r.header("x-berth-task-id"), Some(id.as_str()));
-    let spec = h.fake.started_for("slow").unwrap();
+    let spec = h.fake().started_for("slow").unwrap();
     assert_eq!(spec.timeout, Duration::from_secs(1));
     let t = h.task(&id).await;
     assert_eq!(t["status"], "timed_out");
@@ -1339,7 +1072,7 @@ async fn cancelling_a_sync_call_answers_its_caller_409() {
     let r = pending.await.expect("invoke task");
     let v = check(&r, StatusCode::CONFLICT, "cancelled");
     assert_eq!(v["error"]["task_id"], id);
-    assert_eq!(h.fake.exit_of(spec.task_id), Some(Exit::Cancelled));
+    assert_eq!(h.fake().exit_of(spec.task_id), Some(Exit::Cancelled));
     assert_eq!(h.task(&id).await["status"], "cancelled");
 }
 
@@ -1536,7 +1269,7 @@ async fn queued_tasks_have_no_output_and_can_be_cancelled() {
     // Finished, but it never ran: there is nothing to fetch.
     let r = h.get(&format!("/v1/tasks/{id}/output")).await;
     check(&r, StatusCode::NOT_FOUND, "no_payload");
-    assert!(h.fake.started().is_empty());
+    assert!(h.fake().started().is_empty());
 }
 
 #[tokio::test]
@@ -1860,7 +1593,7 @@ async fn unknown_routes_and_methods_answer_json() {
         (
             Some(KEY),
             Method::PATCH,
-            "/v1/functions/x",
+            "/v1/tasks/x",
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",
         ),

@@ -7,20 +7,37 @@
 //!
 //! A request takes a free slot on a ready instance, packing onto the
 //! busiest instance that has room so that idle ones can scale to zero.
-//! Without one it waits in the version's bounded queue; an instance is
-//! started only when the waiters outnumber the slots already on the way,
-//! so a burst of cold requests starts as many containers as it needs, not
-//! one per request.
+//! Without one it waits in the version's bounded queue, first come first
+//! served. Whether its wait starts another instance is decided in
+//! [`queue`]: with no instance ready every waiter counts at once, so a cold
+//! burst starts `ceil(waiters / concurrency)` instances; behind busy
+//! instances a waiter counts only once it has waited longer than the busy
+//! slots were expected to take to free up, so a burst that the running
+//! instances serve within moments starts nothing. Instances on the way
+//! cover the oldest waiters that count; nothing starts past
+//! `max_instances`.
+//!
+//! A clean stop ([`Pools::clear`]) first stops every start (upkeep,
+//! refills, deploys), then removes the instances and waits for the launches
+//! under way, whose instances are removed instead of filed: no container
+//! of the node outlives it.
+
+mod queue;
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use tokio::sync::oneshot;
+use tokio::time::Instant;
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use berth_executor::{ExecError, InstanceCount, PoolSettings, RunSpec};
+
+pub(crate) use queue::Wait;
+use queue::{Average, Served, Waiter};
 
 /// Identifies a pool: instances of one immutable function version.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -65,11 +82,10 @@ struct Slot<I> {
     instance: Arc<I>,
     in_flight: u32,
     last_used: Instant,
+    /// When it became ready: tells a newly started instance from one that
+    /// was already running when a waiter began waiting for a start.
+    ready_at: Instant,
 }
-
-/// A waiting request gets an instance (with a slot already counted for it)
-/// or the reason none will come.
-type Waiter<I> = oneshot::Sender<Result<Arc<I>, ExecError>>;
 
 struct Pool<I> {
     /// The latest request's spec: what a new instance is started from.
@@ -79,6 +95,12 @@ struct Pool<I> {
     starting: u32,
     waiters: VecDeque<Waiter<I>>,
     retired: bool,
+    /// How long requests hold a slot, from lease taken to lease dropped.
+    held: Average,
+    /// How long a launch takes, from asking to ready.
+    start: Average,
+    /// When the pending re-check of waiters' patience fires, if one is.
+    recheck: Option<Instant>,
 }
 
 impl<I: Instance> Pool<I> {
@@ -90,6 +112,9 @@ impl<I: Instance> Pool<I> {
             starting: 0,
             waiters: VecDeque::new(),
             retired: false,
+            held: Average::default(),
+            start: Average::default(),
+            recheck: None,
         }
     }
 
@@ -108,15 +133,9 @@ impl<I: Instance> Pool<I> {
         u32::try_from(self.ready.len()).unwrap_or(u32::MAX) + self.starting
     }
 
-    /// Whether the waiters need more than what is already starting.
-    fn wants_another(&self) -> bool {
-        let coming = self.starting * self.settings.concurrency;
-        let waiting = u32::try_from(self.waiters.len()).unwrap_or(u32::MAX);
-        waiting > coming && self.total() < self.settings.max_instances
-    }
-
     /// Gives free slots of ready instances to waiters, oldest first.
     fn serve_waiters(&mut self) {
+        let now = Instant::now();
         while !self.waiters.is_empty() {
             let Some(i) = self.pick() else { return };
             let slot = &mut self.ready[i];
@@ -124,7 +143,11 @@ impl<I: Instance> Pool<I> {
                 return;
             };
             slot.in_flight += 1;
-            if waiter.send(Ok(Arc::clone(&slot.instance))).is_err() {
+            let served = Served {
+                instance: Arc::clone(&slot.instance),
+                wait: waiter.wait(slot.ready_at, now),
+            };
+            if waiter.tx.send(Ok(served)).is_err() {
                 // That caller gave up meanwhile.
                 slot.in_flight -= 1;
             }
@@ -133,7 +156,7 @@ impl<I: Instance> Pool<I> {
 
     fn fail_waiters(&mut self, err: &ExecError) {
         for w in self.waiters.drain(..) {
-            let _ = w.send(Err(err.clone()));
+            let _ = w.tx.send(Err(err.clone()));
         }
     }
 
@@ -146,6 +169,12 @@ impl<I: Instance> Pool<I> {
 pub(crate) struct Pools<L: Launcher> {
     launcher: L,
     pools: Mutex<HashMap<PoolKey, Pool<L::Instance>>>,
+    /// Set by [`Pools::clear`]: nothing starts or is filed as ready after
+    /// it. Written and read under the `pools` lock, so no decision taken
+    /// under the lock misses it.
+    stopping: AtomicBool,
+    /// Launches and removals under way, which a clean stop waits for.
+    tasks: TaskTracker,
     /// Handed to leases and background tasks, which must not keep the
     /// pools alive on their own.
     me: Weak<Self>,
@@ -157,8 +186,9 @@ pub(crate) struct Lease<L: Launcher> {
     pools: Weak<Pools<L>>,
     key: PoolKey,
     pub instance: Arc<L::Instance>,
-    /// Set when the request had to wait for this instance to start.
-    pub cold: bool,
+    /// How the request's wait for this slot divides.
+    pub wait: Wait,
+    taken: Instant,
     lost: bool,
 }
 
@@ -172,9 +202,13 @@ impl<L: Launcher> Lease<L> {
 impl<L: Launcher> Drop for Lease<L> {
     fn drop(&mut self) {
         if let Some(pools) = self.pools.upgrade() {
-            pools.release(&self.key, &self.instance, self.lost);
+            pools.release(&self.key, &self.instance, self.lost, self.taken.elapsed());
         }
     }
+}
+
+fn stopping_error() -> ExecError {
+    ExecError::Instance("the executor is stopping".into())
 }
 
 impl<L: Launcher> Pools<L> {
@@ -182,6 +216,8 @@ impl<L: Launcher> Pools<L> {
         Arc::new_cyclic(|me| Self {
             launcher,
             pools: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            tasks: TaskTracker::new(),
             me: me.clone(),
         })
     }
@@ -196,12 +232,20 @@ impl<L: Launcher> Pools<L> {
         self.pools.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Only meaningful under the `pools` lock.
+    fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
     /// A slot for one request: at once when a ready instance has room,
     /// else after waiting in the version's bounded queue.
     pub async fn acquire(&self, spec: &RunSpec) -> Result<Lease<L>, ExecError> {
         let key = PoolKey::of(spec);
         let waiting = {
             let mut pools = self.lock();
+            if self.is_stopping() {
+                return Err(stopping_error());
+            }
             let pool = pools.entry(key.clone()).or_insert_with(|| Pool::new(spec));
             if pool.settings != spec.pool {
                 pool.settings = spec.pool.clone();
@@ -210,9 +254,9 @@ impl<L: Launcher> Pools<L> {
             if let Some(i) = pool.pick() {
                 let slot = &mut pool.ready[i];
                 slot.in_flight += 1;
-                return Ok(self.lease(key, Arc::clone(&slot.instance), false));
+                return Ok(self.lease(key, Arc::clone(&slot.instance), Wait::default()));
             }
-            pool.waiters.retain(|w| !w.is_closed());
+            pool.waiters.retain(|w| !w.tx.is_closed());
             // Requests that instances yet to start will serve are not
             // queued behind busy ones, so they do not use up the queue.
             let unstarted = pool
@@ -227,14 +271,14 @@ impl<L: Launcher> Pools<L> {
                     pool.waiters.len()
                 )));
             }
-            let (tx, rx) = oneshot::channel();
-            pool.waiters.push_back(tx);
+            let (waiter, rx) = Waiter::new(Instant::now(), pool.patience(pool.waiters.len()));
+            pool.waiters.push_back(waiter);
             self.start_if_needed(&key, pool);
             rx
         };
         let queue_timeout = spec.pool.queue_timeout;
         match tokio::time::timeout(queue_timeout, waiting).await {
-            Ok(Ok(Ok(instance))) => Ok(self.lease(key, instance, true)),
+            Ok(Ok(Ok(served))) => Ok(self.lease(key, served.instance, served.wait)),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(ExecError::Instance("the pool was shut down".into())),
             Err(_) => Err(ExecError::Busy(format!(
@@ -244,17 +288,18 @@ impl<L: Launcher> Pools<L> {
         }
     }
 
-    fn lease(&self, key: PoolKey, instance: Arc<L::Instance>, cold: bool) -> Lease<L> {
+    fn lease(&self, key: PoolKey, instance: Arc<L::Instance>, wait: Wait) -> Lease<L> {
         Lease {
             pools: self.me.clone(),
             key,
             instance,
-            cold,
+            wait,
+            taken: Instant::now(),
             lost: false,
         }
     }
 
-    fn release(&self, key: &PoolKey, instance: &Arc<L::Instance>, lost: bool) {
+    fn release(&self, key: &PoolKey, instance: &Arc<L::Instance>, lost: bool, held: Duration) {
         let mut pools = self.lock();
         let Some(pool) = pools.get_mut(key) else {
             return;
@@ -266,6 +311,7 @@ impl<L: Launcher> Pools<L> {
             self.start_if_needed(key, pool);
             return;
         }
+        pool.held.add(held);
         if let Some(slot) = pool
             .ready
             .iter_mut()
@@ -299,36 +345,78 @@ impl<L: Launcher> Pools<L> {
         true
     }
 
-    /// Starts an instance when the waiters outnumber the slots on the way.
+    /// Starts the instances that waiters need beyond those on the way
+    /// (see [`queue`]), and makes sure the pool is looked at again when
+    /// the next waiter runs out of patience.
     fn start_if_needed(&self, key: &PoolKey, pool: &mut Pool<L::Instance>) {
-        if pool.wants_another() {
+        if self.is_stopping() {
+            return;
+        }
+        let now = Instant::now();
+        let needing = pool.needing(now);
+        let per = pool.settings.concurrency.max(1) as usize;
+        // Slots on the way serve the oldest needs first.
+        let mut covered = pool.starting as usize * per;
+        while covered < needing.len() && pool.total() < pool.settings.max_instances {
+            // The first waiter that nothing on the way covers is the one
+            // this instance is started for.
+            pool.waiters[needing[covered]].started_for.get_or_insert(now);
             pool.starting += 1;
+            covered += per;
             self.spawn_launch(key.clone(), pool.template.clone());
         }
+        if let Some(next) = pool.next_due(now)
+            && pool.recheck.is_none_or(|at| at > next)
+        {
+            pool.recheck = Some(next);
+            self.spawn_recheck(key.clone(), next);
+        }
+    }
+
+    fn spawn_recheck(&self, key: PoolKey, at: Instant) {
+        let me = self.me.clone();
+        // Not tracked: a stop need not wait for a timer that will find
+        // nothing to do.
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            let Some(this) = me.upgrade() else { return };
+            let mut pools = this.lock();
+            let Some(pool) = pools.get_mut(&key) else {
+                return;
+            };
+            if pool.recheck == Some(at) {
+                pool.recheck = None;
+            }
+            pool.waiters.retain(|w| !w.tx.is_closed());
+            this.start_if_needed(&key, pool);
+        });
     }
 
     fn spawn_launch(&self, key: PoolKey, spec: RunSpec) {
         let me = self.me.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let Some(this) = me.upgrade() else { return };
             let evict = {
                 let me = me.clone();
                 let key = key.clone();
                 move || me.upgrade().and_then(|p| p.take_idle_elsewhere(Some(&key)))
             };
+            let began = Instant::now();
             let launched = this.launcher.launch(&spec, &evict).await;
-            let orphan = this.launched(&key, launched);
+            let orphan = this.launched(&key, launched, began.elapsed());
             if let Some(instance) = orphan {
                 this.launcher.destroy(instance).await;
             }
         });
     }
 
-    /// Files a finished launch; returns the instance if its pool is gone.
+    /// Files a finished launch; returns the instance if it is not wanted
+    /// (its pool is gone, or the pools are stopping).
     fn launched(
         &self,
         key: &PoolKey,
         launched: Result<Arc<L::Instance>, ExecError>,
+        took: Duration,
     ) -> Option<Arc<L::Instance>> {
         let mut pools = self.lock();
         let Some(pool) = pools.get_mut(key) else {
@@ -337,10 +425,13 @@ impl<L: Launcher> Pools<L> {
         pool.starting -= 1;
         match launched {
             Ok(instance) => {
+                pool.start.add(took);
+                let now = Instant::now();
                 pool.ready.push(Slot {
                     instance,
                     in_flight: 0,
-                    last_used: Instant::now(),
+                    last_used: now,
+                    ready_at: now,
                 });
                 pool.serve_waiters();
             }
@@ -358,7 +449,7 @@ impl<L: Launcher> Pools<L> {
 
     fn spawn_destroy(&self, instance: Arc<L::Instance>) {
         let me = self.me.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             if let Some(this) = me.upgrade() {
                 this.launcher.destroy(instance).await;
             }
@@ -386,7 +477,8 @@ impl<L: Launcher> Pools<L> {
     }
 
     /// Scales idle instances down to `min_instances` (zero once retired)
-    /// and back up to it; forgets empty pools. Called periodically.
+    /// and back up to it; forgets empty pools. Called periodically; does
+    /// nothing once the pools are stopping.
     pub fn maintain(&self) {
         let mut pools = self.lock();
         let mut gone = Vec::new();
@@ -443,6 +535,9 @@ impl<L: Launcher> Pools<L> {
     /// Makes sure a version's pool exists and will keep `min_instances`.
     pub fn prepare(&self, spec: &RunSpec) {
         let mut pools = self.lock();
+        if self.is_stopping() {
+            return;
+        }
         let key = PoolKey::of(spec);
         let pool = pools.entry(key).or_insert_with(|| Pool::new(spec));
         pool.settings = spec.pool.clone();
@@ -463,20 +558,32 @@ impl<L: Launcher> Pools<L> {
         }
     }
 
-    /// Removes every instance at once (shutdown).
-    pub async fn clear(&self) {
+    /// Removes every instance for good (shutdown): stops every start
+    /// first, so neither upkeep nor a lost instance refills a pool while
+    /// it empties; fails the waiters; then waits, up to `wait`, for the
+    /// launches and removals under way, removing what those launches
+    /// produce.
+    pub async fn clear(&self, wait: Duration) {
         let all: Vec<_> = {
             let mut pools = self.lock();
+            self.stopping.store(true, Ordering::SeqCst);
             pools
                 .values_mut()
                 .flat_map(|p| {
-                    p.fail_waiters(&ExecError::Instance("the executor is stopping".into()));
+                    p.fail_waiters(&stopping_error());
                     p.ready.drain(..).map(|s| s.instance).collect::<Vec<_>>()
                 })
                 .collect()
         };
-        for instance in all {
-            self.launcher.destroy(instance).await;
+        futures::future::join_all(all.into_iter().map(|i| self.launcher.destroy(i))).await;
+        // What is tracked from now on is only what was under way: nothing
+        // new starts.
+        self.tasks.close();
+        if tokio::time::timeout(wait, self.tasks.wait()).await.is_err() {
+            warn!(
+                under_way = self.tasks.len(),
+                "launches still under way at stop; the next start reaps their containers"
+            );
         }
     }
 
@@ -491,7 +598,7 @@ impl<L: Launcher> Pools<L> {
                 ready: p.ready.len(),
                 busy: p.ready.iter().filter(|s| s.in_flight > 0).count(),
                 starting: p.starting as usize,
-                queued: p.waiters.iter().filter(|w| !w.is_closed()).count(),
+                queued: p.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
             })
             .collect()
     }

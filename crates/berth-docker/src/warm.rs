@@ -5,7 +5,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -20,10 +19,10 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::docker::{
-    Container, Engine, ImageConfig, LABEL_INSTANCE, Tail, container_user, elapsed_ms, engine_error,
-    is_not_found,
+use crate::container::{
+    Container, Tail, container_user, elapsed_ms, engine_error, is_not_found,
 };
+use crate::engine::{Engine, ImageConfig, LABEL_INSTANCE, MakeRoom};
 use crate::pool::{Instance, Launcher, Pools};
 use berth_executor::{ExecError, Exit, InputStream, Invocation, ResponseHead, RunOutcome, RunSpec};
 
@@ -43,8 +42,6 @@ pub(crate) struct WarmInstance {
     container: Container,
     socket: PathBuf,
     dir: PathBuf,
-    /// How long this instance took to become ready.
-    start_ms: AtomicI64,
     /// Fired by the watcher when the container exits.
     exited: CancellationToken,
     _slot: OwnedSemaphorePermit,
@@ -188,6 +185,35 @@ impl WarmLauncher {
     }
 }
 
+/// Makes room on a full node by removing an idle instance that the pools
+/// give up (`take`, which picks the longest-idle one they can spare).
+pub(crate) struct EvictIdle<'a> {
+    launcher: &'a WarmLauncher,
+    take: &'a (dyn Fn() -> Option<Arc<WarmInstance>> + Send + Sync),
+}
+
+impl<'a> EvictIdle<'a> {
+    pub fn new(
+        launcher: &'a WarmLauncher,
+        take: &'a (dyn Fn() -> Option<Arc<WarmInstance>> + Send + Sync),
+    ) -> Self {
+        Self { launcher, take }
+    }
+}
+
+#[async_trait]
+impl MakeRoom for EvictIdle<'_> {
+    async fn make_room(&self) -> bool {
+        match (self.take)() {
+            Some(victim) => {
+                self.launcher.remove(victim).await;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 #[async_trait]
 impl Launcher for WarmLauncher {
     type Instance = WarmInstance;
@@ -209,7 +235,7 @@ impl Launcher for WarmLauncher {
         self.engine.ensure_image(&spec.image).await?;
         let image = self.engine.image_config(&spec.image).await?;
         let program = Self::program(spec, &image)?;
-        let slot = self.engine.slot(evict, self).await?;
+        let slot = self.engine.slot(&EvictIdle::new(self, evict)).await?;
         let docker = self.engine.client().await?.clone();
         // The boot id prefix tells this life's directories from stale ones.
         let id = format!(
@@ -243,7 +269,6 @@ impl Launcher for WarmLauncher {
                 id: created.id,
             },
             id,
-            start_ms: AtomicI64::new(0),
             exited: exited.clone(),
             _slot: slot,
         });
@@ -272,7 +297,6 @@ impl Launcher for WarmLauncher {
         }
         let start_ms = elapsed_ms(began);
         debug!(instance = %instance.id, function = %spec.function, start_ms, "instance ready");
-        instance.start_ms.store(start_ms, Ordering::Relaxed);
         Ok(instance)
     }
 
@@ -298,15 +322,11 @@ pub(crate) async fn run(
     spec: RunSpec,
     stdin: InputStream,
 ) -> Result<Invocation, ExecError> {
-    let began = Instant::now();
     let lease = pools.acquire(&spec).await?;
-    let waited = elapsed_ms(began);
-    let start_ms = if lease.cold {
-        lease.instance.start_ms.load(Ordering::Relaxed)
-    } else {
-        0
-    };
-    let queued_ms = (waited - start_ms).max(0);
+    // The pool knows whether the wait was for a busy slot or for an
+    // instance started for this request.
+    let queued_ms = millis(lease.wait.queued);
+    let start_ms = millis(lease.wait.start);
     // The API keeps the entity headers apart (CGI has its own variables for
     // them); an http-mode program gets them back as headers. With the
     // length known the body goes out with Content-Length, not chunked: a
@@ -446,6 +466,10 @@ async fn drive(
             return (exit, None, tail);
         }
     }
+}
+
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn exit_of(r: &ExitReport) -> Exit {

@@ -1,12 +1,12 @@
-//! The async side: claim queued tasks under leases, run them, keep the
-//! leases alive, and find tasks whose holder died.
+//! The async side: claim queued tasks under leases and run them; a
+//! refused start goes back to the queue uncounted, a lost run is retried
+//! while attempts remain.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_core::{TaskError, TaskKind, TaskRecord, TaskStatus};
-use berth_executor::{ExecError, Exit};
-use berth_store::{Finish, PayloadKind, StoreError};
+use berth_core::{ErrorCode, PayloadKind, TaskError, TaskKind, TaskRecord, TaskStatus};
+use berth_store::{Finish, StoreError};
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::io::ReaderStream;
@@ -14,54 +14,15 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::quota::ActiveSlot;
-use crate::{SchedError, TaskManager, finish_from, lease_ms, start_error};
+use crate::outcome::{finish_from, overrule, was_lost};
+use crate::{SchedError, TaskManager, lease_ms};
 
 /// How long a slot stays idle after an executor refused a start, so a full
 /// or absent engine is not hammered.
 const REFUSAL_BACKOFF: Duration = Duration::from_secs(1);
 
 impl TaskManager {
-    /// Starts the background loops. They stop when `shutdown` fires;
-    /// anything still running is recovered from its lease at next start.
-    pub fn spawn_background(self: &Arc<Self>, shutdown: CancellationToken) {
-        tokio::spawn(Arc::clone(self).dispatch_loop(shutdown.clone()));
-        // Leases are renewed until the process exits, through the drain.
-        tokio::spawn(Arc::clone(self).lease_loop());
-        tokio::spawn(Arc::clone(self).retention_loop(shutdown));
-    }
-
-    /// Deletes finished tasks past the retention period, in small batches
-    /// so the store is never locked for long.
-    async fn retention_loop(self: Arc<Self>, shutdown: CancellationToken) {
-        const BATCH: u32 = 500;
-        loop {
-            let cutoff = berth_core::now_ms() - lease_ms(self.cfg.retention);
-            loop {
-                match self.store.expire_tasks(cutoff, BATCH).await {
-                    Ok(ids) => {
-                        for id in &ids {
-                            if let Err(e) = self.payloads.remove(*id).await {
-                                warn!(task = %id, error = %e, "could not remove payloads");
-                            }
-                        }
-                        if ids.len() < BATCH as usize {
-                            break;
-                        }
-                    }
-                    Err(e) => {
-                        warn!(error = %e, "retention pass failed");
-                        break;
-                    }
-                }
-            }
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_secs(60)) => {}
-                () = shutdown.cancelled() => return,
-            }
-        }
-    }
-
-    async fn dispatch_loop(self: Arc<Self>, shutdown: CancellationToken) {
+    pub(crate) async fn dispatch_loop(self: Arc<Self>, shutdown: CancellationToken) {
         let slots = Arc::new(Semaphore::new(self.cfg.async_concurrency));
         loop {
             let free = slots.available_permits();
@@ -104,33 +65,6 @@ impl TaskManager {
                 () = self.wake.notified() => {}
                 () = tokio::time::sleep(self.cfg.poll_interval) => {}
                 () = shutdown.cancelled() => return,
-            }
-        }
-    }
-
-    /// Renews the leases of attempts running here and requeues attempts
-    /// whose lease lapsed anywhere (their holder is presumed dead).
-    async fn lease_loop(self: Arc<Self>) {
-        let every = self.cfg.lease / 3;
-        loop {
-            tokio::time::sleep(every).await;
-            let ids: Vec<_> = self.lock_running().keys().copied().collect();
-            if !ids.is_empty()
-                && let Err(e) = self
-                    .store
-                    .renew_leases(&self.cfg.node_id, &ids, lease_ms(self.cfg.lease))
-                    .await
-            {
-                warn!(error = %e, "lease renewal failed");
-            }
-            self.reap_orphans().await;
-            match self.store.recover(None).await {
-                Ok(r) if !r.requeued.is_empty() => {
-                    debug!(n = r.requeued.len(), "requeued tasks with lapsed leases");
-                    self.wake.notify_one();
-                }
-                Ok(_) => {}
-                Err(e) => warn!(error = %e, "lease recovery failed"),
             }
         }
     }
@@ -188,7 +122,7 @@ impl TaskManager {
                 return;
             }
             Err(Unfinished::Lost(error)) => Finish::failed(TaskError::new(
-                "lost",
+                ErrorCode::Lost,
                 format!(
                     "the task was lost on all {} attempts; the last: {}",
                     task.max_attempts, error.message
@@ -222,7 +156,7 @@ impl TaskManager {
         task: &TaskRecord,
         cancel: CancellationToken,
     ) -> Result<Finish, Unfinished> {
-        let failed = |code: &str, message: &str| Finish::failed(TaskError::new(code, message));
+        let failed = |code, message: &str| Finish::failed(TaskError::new(code, message));
         let version = match self
             .store
             .get_version(&task.tenant, &task.function, task.version)
@@ -231,7 +165,7 @@ impl TaskManager {
             Ok(Some(v)) => v,
             Ok(None) => {
                 return Ok(failed(
-                    "function_deleted",
+                    ErrorCode::FunctionDeleted,
                     "the function was deleted before the task ran",
                 ));
             }
@@ -239,57 +173,57 @@ impl TaskManager {
         };
         let input = match self.payloads.open(task.id, PayloadKind::Input).await {
             Ok(Some(f)) => f,
-            Ok(None) => return Ok(failed("input_missing", "the task's input is gone")),
+            Ok(None) => {
+                return Ok(failed(
+                    ErrorCode::InputMissing,
+                    "the task's input is gone",
+                ));
+            }
             Err(e) => return Err(Unfinished::Refused(StoreError::Io(e).into())),
         };
         let stdin = Box::pin(ReaderStream::new(input));
         let run = self.place(self.spec(&version, task, cancel), stdin).await;
         let inv = match run {
             Ok(inv) => inv,
-            Err(
-                e @ SchedError::Exec(
-                    ExecError::NoCapacity(_) | ExecError::EngineUnavailable(_) | ExecError::Busy(_),
-                ),
-            ) => {
-                return Err(Unfinished::Refused(e));
-            }
-            Err(e) => return Ok(Finish::failed(start_error(&e))),
+            Err(e) if e.is_refusal() => return Err(Unfinished::Refused(e)),
+            Err(e) => return Ok(Finish::failed(e.task_error())),
         };
         let output = self.collect_output(task.id, inv.stdout);
         let logs = self.collect_logs(task.id, inv.stderr);
         let (done, (output, too_large), logs) = tokio::join!(inv.done, output, logs);
         // The function did not fail: what ran it did. Its partial output
         // is dropped; its logs are kept, they may say what happened.
-        let lost = match &done {
-            Ok(Ok(o)) => matches!(o.exit, Exit::InstanceLost(_)),
-            Ok(Err(_)) | Err(_) => true,
-        };
+        let lost = was_lost(&done);
         let mut finish = finish_from(done);
-        if lost && let Some(error) = finish.error.take() {
+        if lost && let Some(error) = finish.outcome.error.take() {
             self.commit_logs(task.id, logs).await;
             return Err(Unfinished::Lost(error));
         }
         if too_large {
-            finish.status = TaskStatus::Failed;
-            finish.error = Some(TaskError::new(
-                "output_too_large",
-                format!(
-                    "output exceeded the {} byte limit; the function was killed",
-                    self.cfg.max_output_bytes
+            overrule(
+                &mut finish,
+                TaskError::new(
+                    ErrorCode::OutputTooLarge,
+                    format!(
+                        "output exceeded the {} byte limit; the function was killed",
+                        self.cfg.max_output_bytes
+                    ),
                 ),
-            ));
+            );
         }
         // A cancelled task has no output, not a partial one; its writer is
         // dropped, which discards what was written.
-        let output = output.filter(|_| finish.status != TaskStatus::Cancelled);
+        let output = output.filter(|_| finish.outcome.status != TaskStatus::Cancelled);
         // Output and logs are durable before the status says the task ended.
         if let Some(w) = output {
             match w.commit().await {
                 Ok(n) => finish.output_bytes = i64::try_from(n).ok(),
                 Err(e) => {
                     warn!(task = %task.id, error = %e, "could not store output");
-                    finish.status = TaskStatus::Failed;
-                    finish.error = Some(TaskError::new("output_lost", e.to_string()));
+                    overrule(
+                        &mut finish,
+                        TaskError::new(ErrorCode::OutputLost, e.to_string()),
+                    );
                 }
             }
         }

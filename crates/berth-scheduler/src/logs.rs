@@ -6,11 +6,32 @@
 //! is drained to its end whatever the cap, so a function is never slowed
 //! or stalled by its own logging.
 
-use berth_core::TaskId;
-use berth_store::{PayloadKind, PayloadWriter, Payloads};
+use berth_core::{PayloadKind, TaskId};
+use berth_store::{PayloadWriter, Payloads};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::warn;
+
+use crate::TaskManager;
+
+impl TaskManager {
+    /// Drains stderr into the task's log file, capped (see [`collect`]).
+    pub(crate) async fn collect_logs(
+        &self,
+        id: TaskId,
+        stderr: mpsc::Receiver<Bytes>,
+    ) -> Option<berth_store::PayloadWriter> {
+        collect(&self.payloads, id, stderr, self.cfg.max_log_bytes).await
+    }
+
+    pub(crate) async fn commit_logs(&self, id: TaskId, logs: Option<berth_store::PayloadWriter>) {
+        if let Some(w) = logs
+            && let Err(e) = w.commit().await
+        {
+            warn!(task = %id, error = %e, "could not commit logs");
+        }
+    }
+}
 
 /// Drains `stderr` into the task's log payload, keeping at most `cap`
 /// bytes of it plus the truncation line. Returns the writer to commit,

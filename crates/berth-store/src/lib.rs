@@ -5,16 +5,18 @@
 //! sees the [`Store`] trait, so a PostgreSQL implementation can slide in for
 //! clusters without the API or scheduler noticing.
 
+#[cfg(any(test, feature = "conformance"))]
+pub mod conformance;
 mod payloads;
 mod sqlite;
 
 use async_trait::async_trait;
 use berth_core::{
-    FunctionConfig, FunctionVersion, QuotaOverrides, TaskError, TaskId, TaskRecord, TaskStatus,
-    TenantRecord, Timing, Usage,
+    Cancel, FunctionConfig, FunctionSummary, FunctionVersion, Outcome, QuotaOverrides, TaskError,
+    TaskFilter, TaskId, TaskPage, TaskRecord, TaskStatus, TenantRecord, Timing, Usage,
 };
 
-pub use payloads::{PayloadKind, PayloadWriter, Payloads};
+pub use payloads::{PayloadWriter, Payloads};
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -31,37 +33,10 @@ pub enum StoreError {
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
-/// A function as listed: its newest version.
-#[derive(Debug, Clone)]
-pub struct FunctionSummary {
-    pub latest: FunctionVersion,
-    pub version_count: i64,
-    pub created_at: i64,
-    pub updated_at: i64,
-}
-
-#[derive(Debug, Clone, Default)]
-pub struct TaskFilter {
-    pub function: Option<String>,
-    pub status: Option<TaskStatus>,
-    /// Only tasks older than this cursor (a value from a previous page).
-    pub before: Option<i64>,
-    pub limit: u32,
-}
-
-#[derive(Debug, Clone)]
-pub struct TaskPage {
-    pub tasks: Vec<TaskRecord>,
-    /// Pass as `before` to get the next page; `None` on the last page.
-    pub next: Option<i64>,
-}
-
 /// How a claimed attempt ended.
 #[derive(Debug, Clone)]
 pub struct Finish {
-    pub status: TaskStatus,
-    pub exit_code: Option<i64>,
-    pub error: Option<TaskError>,
+    pub outcome: Outcome,
     pub usage: Usage,
     /// `queued_ms` here is the executor's wait for a busy function; it adds
     /// to the time the task already spent in the store's queue.
@@ -77,9 +52,7 @@ impl Finish {
     /// An attempt that failed before the function produced an outcome.
     pub fn failed(error: TaskError) -> Self {
         Self {
-            status: TaskStatus::Failed,
-            exit_code: None,
-            error: Some(error),
+            outcome: Outcome::failed(error),
             usage: Usage::default(),
             timing: Timing::default(),
             output_bytes: None,
@@ -113,17 +86,6 @@ pub enum Idempotent {
         task: Box<TaskRecord>,
         same_request: bool,
     },
-}
-
-/// Outcome of a cancel request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Cancel {
-    /// Was queued; it will never run.
-    Dequeued,
-    /// Is running; whoever holds the lease must kill it.
-    Running { lease_owner: Option<String> },
-    /// Had already finished; nothing changed.
-    AlreadyFinished(TaskStatus),
 }
 
 #[async_trait]

@@ -4,8 +4,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_core::{
-    FunctionConfig, FunctionVersion, QuotaOverrides, RequestMeta, TaskError, TaskId, TaskKind,
-    TaskRecord, TaskStatus, TenantRecord, Timing, Usage, now_ms,
+    Cancel, ErrorCode, FunctionConfig, FunctionSummary, FunctionVersion, QuotaOverrides,
+    RequestMeta, TaskError, TaskFilter, TaskId, TaskKind, TaskPage, TaskRecord, TaskStatus,
+    TenantRecord, Timing, Usage, now_ms,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
@@ -15,10 +16,7 @@ use sqlx::sqlite::{
 // user values always travel as bind parameters.
 use sqlx::{AssertSqlSafe, Row, Sqlite, Transaction};
 
-use crate::{
-    Cancel, Finish, FunctionSummary, Idempotent, Lease, Recovered, Result, Store, StoreError,
-    TaskFilter, TaskPage,
-};
+use crate::{Finish, Idempotent, Lease, Recovered, Result, Store, StoreError};
 
 /// The embedded store: one SQLite file in WAL mode with `synchronous=FULL`,
 /// so a committed task survives power loss, not just a process crash.
@@ -79,6 +77,15 @@ impl SqliteStore {
     fn pool_for(&self, durable: bool) -> &SqlitePool {
         if durable { &self.pool } else { &self.relaxed }
     }
+
+    /// A transaction that will write. It takes the write lock at BEGIN: a
+    /// deferred one that reads first and then writes fails at once with
+    /// "database is locked" (no busy wait) whenever another connection
+    /// wrote in between, which a cancel racing a finish, or recovery
+    /// racing a busy queue, hits as a matter of course.
+    async fn write_tx(&self) -> Result<Transaction<'static, Sqlite>> {
+        Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
+    }
 }
 
 /// Copies the WAL back into the database every second, off the request
@@ -124,10 +131,14 @@ fn task_from_row(row: &SqliteRow) -> Result<TaskRecord> {
         attempt: row.try_get("attempt")?,
         max_attempts: row.try_get("max_attempts")?,
         exit_code: row.try_get("exit_code")?,
-        error: error_code.map(|code| TaskError {
-            code,
-            message: error_message.unwrap_or_default(),
-        }),
+        error: error_code
+            .map(|code| {
+                Ok::<_, StoreError>(TaskError {
+                    code: code.parse().map_err(corrupt)?,
+                    message: error_message.unwrap_or_default(),
+                })
+            })
+            .transpose()?,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
         finished_at: row.try_get("finished_at")?,
@@ -249,7 +260,7 @@ impl Store for SqliteStore {
     ) -> Result<bool> {
         let quotas = serde_json::to_string(quotas).map_err(corrupt)?;
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let made = sqlx::query(
             "INSERT INTO tenants (name, created_at, quotas) VALUES (?, ?, ?) \
              ON CONFLICT (name) DO NOTHING",
@@ -315,7 +326,7 @@ impl Store for SqliteStore {
         new_hash: Option<&[u8; 32]>,
         label: &str,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM tenants WHERE name = ?")
             .bind(tenant)
             .fetch_optional(&mut *tx)
@@ -358,7 +369,7 @@ impl Store for SqliteStore {
         config: &FunctionConfig,
         image_id: &str,
     ) -> Result<(FunctionVersion, bool)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let latest = latest_version(&mut tx, tenant, name).await?;
         if let Some(latest) = latest
             && &latest.config == config
@@ -476,7 +487,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_function(&self, tenant: &str, name: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let gone = sqlx::query("DELETE FROM functions WHERE tenant = ? AND name = ?")
             .bind(tenant)
             .bind(name)
@@ -489,13 +500,16 @@ impl Store for SqliteStore {
         // Version rows stay (unreachable through the functions table) so the
         // numbering continues if the name is reused.
         sqlx::query(
-            "UPDATE tasks SET status = 'failed', error_code = 'function_deleted', \
-             error_message = 'the function was deleted before the task ran', finished_at = ? \
-             WHERE tenant = ? AND function = ? AND status = 'queued'",
+            "UPDATE tasks SET status = ?, error_code = ?, error_message = ?, finished_at = ? \
+             WHERE tenant = ? AND function = ? AND status = ?",
         )
+        .bind(TaskStatus::Failed.as_str())
+        .bind(ErrorCode::FunctionDeleted.as_str())
+        .bind("the function was deleted before the task ran")
         .bind(now_ms())
         .bind(tenant)
         .bind(name)
+        .bind(TaskStatus::Queued.as_str())
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -612,16 +626,19 @@ impl Store for SqliteStore {
             format!(" AND tenant NOT IN ({})", vec!["?"; skip.len()].join(", "))
         };
         let sql = format!(
-            "UPDATE tasks SET status = 'running', attempt = attempt + 1, started_at = ?, \
+            "UPDATE tasks SET status = ?, attempt = attempt + 1, started_at = ?, \
              queued_ms = ? - created_at, lease_owner = ?, lease_expires = ? \
-             WHERE id IN (SELECT id FROM tasks WHERE status = 'queued' AND kind = 'async'\
+             WHERE id IN (SELECT id FROM tasks WHERE status = ? AND kind = ?\
              {skipped} ORDER BY seq LIMIT ?) RETURNING seq, {TASK_COLUMNS}"
         );
         let mut query = sqlx::query(AssertSqlSafe(sql))
+            .bind(TaskStatus::Running.as_str())
             .bind(now)
             .bind(now)
             .bind(owner)
-            .bind(now + lease_ms);
+            .bind(now + lease_ms)
+            .bind(TaskStatus::Queued.as_str())
+            .bind(TaskKind::Async.as_str());
         for tenant in skip {
             query = query.bind(tenant);
         }
@@ -637,15 +654,16 @@ impl Store for SqliteStore {
 
     async fn renew_leases(&self, owner: &str, ids: &[TaskId], lease_ms: i64) -> Result<()> {
         let expires = now_ms() + lease_ms;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         for id in ids {
             sqlx::query(
                 "UPDATE tasks SET lease_expires = ? WHERE id = ? AND lease_owner = ? \
-                 AND status = 'running'",
+                 AND status = ?",
             )
             .bind(expires)
             .bind(id.to_string())
             .bind(owner)
+            .bind(TaskStatus::Running.as_str())
             .execute(&mut *tx)
             .await?;
         }
@@ -655,11 +673,13 @@ impl Store for SqliteStore {
 
     async fn release_task(&self, id: TaskId, attempt: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE tasks SET status = 'queued', attempt = attempt - 1, started_at = NULL, \
+            "UPDATE tasks SET status = ?, attempt = attempt - 1, started_at = NULL, \
              lease_owner = NULL, lease_expires = NULL \
-             WHERE id = ? AND status = 'running' AND attempt = ?",
+             WHERE id = ? AND status = ? AND attempt = ?",
         )
+        .bind(TaskStatus::Queued.as_str())
         .bind(id.to_string())
+        .bind(TaskStatus::Running.as_str())
         .bind(attempt)
         .execute(&self.pool)
         .await?;
@@ -668,10 +688,12 @@ impl Store for SqliteStore {
 
     async fn requeue_task(&self, id: TaskId, attempt: i64) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE tasks SET status = 'queued', started_at = NULL, lease_owner = NULL, \
-             lease_expires = NULL WHERE id = ? AND status = 'running' AND attempt = ?",
+            "UPDATE tasks SET status = ?, started_at = NULL, lease_owner = NULL, \
+             lease_expires = NULL WHERE id = ? AND status = ? AND attempt = ?",
         )
+        .bind(TaskStatus::Queued.as_str())
         .bind(id.to_string())
+        .bind(TaskStatus::Running.as_str())
         .bind(attempt)
         .execute(&self.pool)
         .await?;
@@ -684,12 +706,12 @@ impl Store for SqliteStore {
              finished_at = ?, cpu_ms = ?, peak_memory_bytes = ?, wall_ms = ?, pull_ms = ?, \
              start_ms = ?, run_ms = ?, output_bytes = ?, lease_owner = NULL, lease_expires = NULL, \
              queued_ms = COALESCE(queued_ms, 0) + COALESCE(?, 0) \
-             WHERE id = ? AND status = 'running' AND attempt = ?",
+             WHERE id = ? AND status = ? AND attempt = ?",
         )
-        .bind(f.status.as_str())
-        .bind(f.exit_code)
-        .bind(f.error.as_ref().map(|e| e.code.as_str()))
-        .bind(f.error.as_ref().map(|e| e.message.as_str()))
+        .bind(f.outcome.status.as_str())
+        .bind(f.outcome.exit_code)
+        .bind(f.outcome.error.as_ref().map(|e| e.code.as_str()))
+        .bind(f.outcome.error.as_ref().map(|e| e.message.as_str()))
         .bind(now_ms())
         .bind(f.usage.cpu_ms)
         .bind(f.usage.peak_memory_bytes)
@@ -700,6 +722,7 @@ impl Store for SqliteStore {
         .bind(f.output_bytes)
         .bind(f.timing.queued_ms)
         .bind(id.to_string())
+        .bind(TaskStatus::Running.as_str())
         .bind(attempt)
         .execute(self.pool_for(f.durable))
         .await?;
@@ -707,7 +730,7 @@ impl Store for SqliteStore {
     }
 
     async fn cancel_task(&self, tenant: &str, id: TaskId) -> Result<Option<Cancel>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query("SELECT status, lease_owner FROM tasks WHERE id = ? AND tenant = ?")
             .bind(id.to_string())
             .bind(tenant)
@@ -723,10 +746,12 @@ impl Store for SqliteStore {
             return Ok(Some(Cancel::AlreadyFinished(status)));
         }
         sqlx::query(
-            "UPDATE tasks SET status = 'cancelled', error_code = 'cancelled', \
-             error_message = 'cancelled by request', finished_at = ?, lease_owner = NULL, \
-             lease_expires = NULL WHERE id = ?",
+            "UPDATE tasks SET status = ?, error_code = ?, error_message = ?, finished_at = ?, \
+             lease_owner = NULL, lease_expires = NULL WHERE id = ?",
         )
+        .bind(TaskStatus::Cancelled.as_str())
+        .bind(ErrorCode::Cancelled.as_str())
+        .bind("cancelled by request")
         .bind(now_ms())
         .bind(id.to_string())
         .execute(&mut *tx)
@@ -740,11 +765,12 @@ impl Store for SqliteStore {
 
     async fn recover(&self, dead_owner: Option<&str>) -> Result<Recovered> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.write_tx().await?;
         let rows = sqlx::query(
-            "SELECT id, kind, attempt, max_attempts FROM tasks WHERE status = 'running' \
+            "SELECT id, kind, attempt, max_attempts FROM tasks WHERE status = ? \
              AND (lease_expires IS NULL OR lease_expires < ? OR lease_owner = ?)",
         )
+        .bind(TaskStatus::Running.as_str())
         .bind(now)
         .bind(dead_owner.unwrap_or(""))
         .fetch_all(&mut *tx)
@@ -759,9 +785,10 @@ impl Store for SqliteStore {
             let kind: TaskKind = kind.parse().map_err(corrupt)?;
             if kind == TaskKind::Async && attempt < max {
                 sqlx::query(
-                    "UPDATE tasks SET status = 'queued', lease_owner = NULL, lease_expires = NULL \
+                    "UPDATE tasks SET status = ?, lease_owner = NULL, lease_expires = NULL \
                      WHERE id = ?",
                 )
+                .bind(TaskStatus::Queued.as_str())
                 .bind(&id)
                 .execute(&mut *tx)
                 .await?;
@@ -772,9 +799,11 @@ impl Store for SqliteStore {
                     TaskKind::Async => format!("the task was lost on all {max} attempts"),
                 };
                 sqlx::query(
-                    "UPDATE tasks SET status = 'failed', error_code = 'lost', error_message = ?, \
+                    "UPDATE tasks SET status = ?, error_code = ?, error_message = ?, \
                      finished_at = ?, lease_owner = NULL, lease_expires = NULL WHERE id = ?",
                 )
+                .bind(TaskStatus::Failed.as_str())
+                .bind(ErrorCode::Lost.as_str())
                 .bind(message)
                 .bind(now)
                 .bind(&id)
@@ -790,8 +819,10 @@ impl Store for SqliteStore {
     async fn expire_tasks(&self, before: i64, max: u32) -> Result<Vec<TaskId>> {
         let ids: Vec<String> = sqlx::query_scalar(
             "DELETE FROM tasks WHERE id IN (SELECT id FROM tasks \
-             WHERE status NOT IN ('queued', 'running') AND finished_at < ? LIMIT ?) RETURNING id",
+             WHERE status NOT IN (?, ?) AND finished_at < ? LIMIT ?) RETURNING id",
         )
+        .bind(TaskStatus::Queued.as_str())
+        .bind(TaskStatus::Running.as_str())
         .bind(before)
         .bind(i64::from(max))
         .fetch_all(&self.pool)

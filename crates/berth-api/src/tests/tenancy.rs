@@ -54,7 +54,7 @@ async fn tenants_are_made_by_the_admin_with_a_key_shown_once() {
         .iter()
         .map(|t| t["name"].as_str().unwrap().to_owned())
         .collect();
-    assert_eq!(names, ["alpha"], "the harness's tenants have no records");
+    assert_eq!(names, ["admin", "alpha", "other"]);
 
     // Only the admin manages tenants.
     let r = h
@@ -124,7 +124,8 @@ async fn tenants_are_made_by_the_admin_with_a_key_shown_once() {
             .as_array()
             .unwrap()
             .len(),
-        1
+        3,
+        "admin, other and alpha only: no refused tenant was made"
     );
 }
 
@@ -192,7 +193,7 @@ async fn rotation_and_revocation_take_effect_at_once() {
     let r = h
         .send_as(KEY, Method::POST, "/v1/tenants/admin/keys", None)
         .await;
-    check(&r, StatusCode::NOT_FOUND, "tenant_not_found");
+    check(&r, StatusCode::CONFLICT, "admin_key_fixed");
 }
 
 #[tokio::test]

@@ -1,6 +1,10 @@
+//! The pool's policy over a fake launcher, in tokio's paused time: timers
+//! fire in order and instantly, so the timings asserted are exact.
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use berth_core::{Mode, RequestMeta, TaskId};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::*;
@@ -19,6 +23,7 @@ struct FakeLauncher {
     destroyed: AtomicUsize,
     fail: AtomicBool,
     delay_ms: u64,
+    destroy_delay_ms: u64,
     /// Instances an `evict` call must be able to take, beyond which the
     /// launch fails as the node being full.
     node_capacity: Option<usize>,
@@ -52,8 +57,26 @@ impl Launcher for FakeLauncher {
     }
 
     async fn destroy(&self, _instance: Arc<FakeInstance>) {
+        tokio::time::sleep(Duration::from_millis(self.destroy_delay_ms)).await;
         self.alive.fetch_sub(1, Ordering::SeqCst);
         self.destroyed.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+impl FakeLauncher {
+    fn slow(delay_ms: u64) -> Self {
+        Self {
+            delay_ms,
+            ..Default::default()
+        }
+    }
+
+    fn launched(&self) -> usize {
+        self.launched.load(Ordering::SeqCst)
+    }
+
+    fn alive(&self) -> usize {
+        self.alive.load(Ordering::SeqCst)
     }
 }
 
@@ -89,13 +112,40 @@ fn settings(concurrency: u32, max_instances: u32, max_queue: u32) -> PoolSetting
     }
 }
 
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 async fn settle() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
     }
 }
 
-#[tokio::test]
+/// A request that holds its slot for `hold`; yields how its wait divided.
+fn call(
+    pools: &Arc<Pools<FakeLauncher>>,
+    s: &RunSpec,
+    hold: Duration,
+) -> JoinHandle<Result<Wait, ExecError>> {
+    let pools = Arc::clone(pools);
+    let s = s.clone();
+    tokio::spawn(async move {
+        let lease = pools.acquire(&s).await?;
+        tokio::time::sleep(hold).await;
+        Ok(lease.wait)
+    })
+}
+
+async fn all(calls: Vec<JoinHandle<Result<Wait, ExecError>>>) -> Vec<Wait> {
+    let mut waits = Vec::new();
+    for c in calls {
+        waits.push(c.await.unwrap().unwrap());
+    }
+    waits
+}
+
+#[tokio::test(start_paused = true)]
 async fn sequential_requests_reuse_one_instance() {
     let pools = Pools::new(FakeLauncher::default());
     let s = spec("f", settings(1, 5, 0));
@@ -103,70 +153,176 @@ async fn sequential_requests_reuse_one_instance() {
         let lease = pools.acquire(&s).await.unwrap();
         drop(lease);
     }
-    assert_eq!(pools.launcher().launched.load(Ordering::SeqCst), 1);
+    assert_eq!(pools.launcher().launched(), 1);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_cold_burst_starts_only_what_it_needs() {
-    let pools = Pools::new(FakeLauncher {
-        delay_ms: 20,
-        ..Default::default()
-    });
+    let pools = Pools::new(FakeLauncher::slow(20));
     let s = spec("f", settings(4, 10, 0));
-    let calls: Vec<_> = (0..10)
-        .map(|_| {
-            let pools = Arc::clone(&pools);
-            let s = s.clone();
-            tokio::spawn(async move { pools.acquire(&s).await.map(|l| l.cold) })
-        })
-        .collect();
-    let mut leases = Vec::new();
-    for c in calls {
-        leases.push(c.await.unwrap().unwrap());
-    }
+    let waits = all((0..10).map(|_| call(&pools, &s, ms(0))).collect()).await;
     // 10 requests at 4 per instance need 3 instances, not 10.
-    assert_eq!(pools.launcher().launched.load(Ordering::SeqCst), 3);
-    assert!(leases.iter().all(|cold| *cold));
+    assert_eq!(pools.launcher().launched(), 3);
+    // Each started one of them; the others joined those starts.
+    let starters = waits.iter().filter(|w| w.start == ms(20)).count();
+    assert_eq!(starters, 3);
+    assert!(waits.iter().all(|w| w.queued + w.start == ms(20)));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
+async fn a_cold_burst_starts_no_more_than_max_instances() {
+    let pools = Pools::new(FakeLauncher::slow(100));
+    let s = spec("f", settings(2, 3, 10));
+    let calls = (0..10).map(|_| call(&pools, &s, ms(1000))).collect();
+    let waits = all(calls).await;
+    // 10 at 2 per instance would need 5; the maximum is 3, and the rest
+    // wait for slots to free.
+    assert_eq!(pools.launcher().launched(), 3);
+    assert_eq!(waits.iter().filter(|w| w.queued >= ms(1000)).count(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn fast_requests_on_a_busy_instance_start_no_other() {
+    // A slow start (a model load, say) and one warm instance with room
+    // for 4, which serves 20 fast requests within milliseconds.
+    let pools = Pools::new(FakeLauncher::slow(2000));
+    let mut st = settings(4, 10, 20);
+    st.min_instances = 1;
+    let s = spec("f", st);
+    pools.prepare(&s);
+    tokio::time::sleep(ms(3000)).await;
+    assert_eq!(pools.launcher().alive(), 1);
+    // First with no request time known yet, then with one.
+    for _ in 0..3 {
+        let waits = all((0..20).map(|_| call(&pools, &s, ms(5))).collect()).await;
+        assert!(waits.iter().all(|w| w.start.is_zero()));
+        assert!(waits.iter().all(|w| w.queued <= ms(20)), "{waits:?}");
+    }
+    tokio::time::sleep(ms(5000)).await;
+    assert_eq!(pools.launcher().launched(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn long_requests_start_the_instances_their_waiters_need() {
+    let pools = Pools::new(FakeLauncher::slow(100));
+    let s = spec("f", settings(1, 4, 0));
+    let first = pools.acquire(&s).await.unwrap();
+    let began = Instant::now();
+    let waits = (0..3).map(|_| call(&pools, &s, ms(0))).collect();
+    let waits = all(waits).await;
+    drop(first);
+    assert_eq!(pools.launcher().launched(), 4);
+    // No request time is known: each waited at most as long as a start
+    // takes, then for the instance started for it.
+    assert_eq!(began.elapsed(), ms(200));
+    for w in waits {
+        assert_eq!(w, Wait { queued: ms(100), start: ms(100) });
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiters_that_gave_up_start_nothing() {
+    let pools = Pools::new(FakeLauncher::slow(2000));
+    let mut st = settings(1, 3, 5);
+    let _held = pools.acquire(&spec("f", st.clone())).await.unwrap();
+    st.queue_timeout = ms(50);
+    let s = spec("f", st);
+    let gave_up = (0..3).map(|_| call(&pools, &s, ms(0)));
+    for c in gave_up.collect::<Vec<_>>() {
+        assert!(matches!(c.await.unwrap(), Err(ExecError::Busy(_))));
+    }
+    tokio::time::sleep(ms(5000)).await;
+    assert_eq!(pools.launcher().launched(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_free_slot_reports_no_wait_and_a_start_for_the_request_reports_start() {
+    let pools = Pools::new(FakeLauncher::slow(2000));
+    let s = spec("f", settings(1, 1, 0));
+    let cold = pools.acquire(&s).await.unwrap();
+    assert_eq!(cold.wait, Wait { queued: ms(0), start: ms(2000) });
+    drop(cold);
+    let warm = pools.acquire(&s).await.unwrap();
+    assert_eq!(warm.wait, Wait::default());
+}
+
+#[tokio::test(start_paused = true)]
+async fn waiting_for_a_busy_instance_is_queue_not_start() {
+    let pools = Pools::new(FakeLauncher::slow(131));
+    let s = spec("f", settings(1, 1, 5));
+    let busy = pools.acquire(&s).await.unwrap();
+    let waiting = call(&pools, &s, ms(0));
+    tokio::time::sleep(ms(800)).await;
+    drop(busy);
+    let wait = waiting.await.unwrap().unwrap();
+    assert_eq!(wait, Wait { queued: ms(800), start: ms(0) });
+}
+
+#[tokio::test(start_paused = true)]
+async fn joining_a_start_another_request_caused_is_queue() {
+    let pools = Pools::new(FakeLauncher::slow(2000));
+    let s = spec("f", settings(2, 1, 5));
+    let first = call(&pools, &s, ms(0));
+    settle().await;
+    let second = call(&pools, &s, ms(0));
+    assert_eq!(
+        first.await.unwrap().unwrap(),
+        Wait { queued: ms(0), start: ms(2000) }
+    );
+    assert_eq!(
+        second.await.unwrap().unwrap(),
+        Wait { queued: ms(2000), start: ms(0) }
+    );
+    assert_eq!(pools.launcher().launched(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_overdue_waiter_served_by_a_freed_slot_reports_queue() {
+    let pools = Pools::new(FakeLauncher::slow(500));
+    let s = spec("f", settings(1, 2, 5));
+    let busy = pools.acquire(&s).await.unwrap();
+    let waiting = call(&pools, &s, ms(0));
+    // Past its patience (one start, 500 ms) an instance is started for
+    // it; the busy slot frees first and serves it.
+    tokio::time::sleep(ms(700)).await;
+    drop(busy);
+    let wait = waiting.await.unwrap().unwrap();
+    assert_eq!(wait, Wait { queued: ms(700), start: ms(0) });
+    assert_eq!(pools.launcher().launched(), 1);
+    tokio::time::sleep(ms(500)).await;
+    assert_eq!(pools.launcher().launched(), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_full_queue_turns_requests_away() {
     let pools = Pools::new(FakeLauncher::default());
     let s = spec("f", settings(1, 2, 3));
     let a = pools.acquire(&s).await.unwrap();
     let b = pools.acquire(&s).await.unwrap();
     assert_ne!(a.instance.id(), b.instance.id());
-    let waiting: Vec<_> = (0..3)
-        .map(|_| {
-            let pools = Arc::clone(&pools);
-            let s = s.clone();
-            tokio::spawn(async move { pools.acquire(&s).await.map(|l| l.instance.0.clone()) })
-        })
-        .collect();
+    let waiting: Vec<_> = (0..3).map(|_| call(&pools, &s, ms(0))).collect();
     settle().await;
     match pools.acquire(&s).await {
         Err(ExecError::Busy(_)) => {}
-        other => panic!("expected Busy, got {:?}", other.map(|l| l.cold)),
+        other => panic!("expected Busy, got {:?}", other.map(|l| l.wait)),
     }
     drop(a);
     drop(b);
-    for w in waiting {
-        w.await.unwrap().unwrap();
-    }
-    assert_eq!(pools.launcher().launched.load(Ordering::SeqCst), 2);
+    all(waiting).await;
+    assert_eq!(pools.launcher().launched(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn queue_timeout_gives_busy() {
     let pools = Pools::new(FakeLauncher::default());
     let mut st = settings(1, 1, 5);
-    st.queue_timeout = Duration::from_millis(50);
+    st.queue_timeout = ms(50);
     let s = spec("f", st);
     let _held = pools.acquire(&s).await.unwrap();
     assert!(matches!(pools.acquire(&s).await, Err(ExecError::Busy(_))));
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_lost_instance_is_replaced() {
     let pools = Pools::new(FakeLauncher::default());
     let s = spec("f", settings(1, 1, 0));
@@ -179,7 +335,7 @@ async fn a_lost_instance_is_replaced() {
     assert_ne!(lease.instance.0, first);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_failed_start_fails_the_waiters() {
     let pools = Pools::new(FakeLauncher::default());
     pools.launcher().fail.store(true, Ordering::SeqCst);
@@ -189,7 +345,7 @@ async fn a_failed_start_fails_the_waiters() {
     assert!(pools.acquire(&s).await.is_ok());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn idle_instances_scale_to_min_then_zero_when_retired() {
     let pools = Pools::new(FakeLauncher::default());
     let mut st = settings(1, 3, 0);
@@ -204,30 +360,30 @@ async fn idle_instances_scale_to_min_then_zero_when_retired() {
     drop(leases);
     pools.maintain();
     settle().await;
-    assert_eq!(pools.launcher().alive.load(Ordering::SeqCst), 1);
+    assert_eq!(pools.launcher().alive(), 1);
     pools.retire("t", "f", Some(2));
     pools.maintain();
     settle().await;
-    assert_eq!(pools.launcher().alive.load(Ordering::SeqCst), 0);
+    assert_eq!(pools.launcher().alive(), 0);
     assert!(pools.counts().is_empty());
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn prepare_starts_min_instances() {
     let pools = Pools::new(FakeLauncher::default());
     let mut st = settings(1, 3, 0);
     st.min_instances = 2;
     pools.prepare(&spec("f", st));
     for _ in 0..200 {
-        if pools.launcher().alive.load(Ordering::SeqCst) == 2 {
+        if pools.launcher().alive() == 2 {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        tokio::time::sleep(ms(10)).await;
     }
-    assert_eq!(pools.launcher().alive.load(Ordering::SeqCst), 2);
+    assert_eq!(pools.launcher().alive(), 2);
 }
 
-#[tokio::test]
+#[tokio::test(start_paused = true)]
 async fn a_full_node_evicts_another_pools_idle_instance() {
     let pools = Pools::new(FakeLauncher {
         node_capacity: Some(1),
@@ -244,4 +400,73 @@ async fn a_full_node_evicts_another_pools_idle_instance() {
         Err(ExecError::NoCapacity(1))
     ));
     drop(held);
+}
+
+#[tokio::test(start_paused = true)]
+async fn clear_removes_an_instance_whose_launch_was_under_way() {
+    let pools = Pools::new(FakeLauncher::slow(500));
+    let s = spec("f", settings(1, 1, 0));
+    let waiting = call(&pools, &s, ms(0));
+    settle().await;
+    assert_eq!(pools.counts()[0].starting, 1);
+    pools.clear(ms(5000)).await;
+    // The launch finished during the stop, and its instance went with it
+    // before the stop was over.
+    assert_eq!(pools.launcher().launched(), 1);
+    assert_eq!(pools.launcher().alive(), 0);
+    assert!(matches!(
+        waiting.await.unwrap(),
+        Err(ExecError::Instance(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn nothing_starts_after_clear() {
+    let pools = Pools::new(FakeLauncher::default());
+    let mut st = settings(1, 5, 0);
+    st.min_instances = 2;
+    let s = spec("f", st);
+    pools.prepare(&s);
+    tokio::time::sleep(ms(10)).await;
+    assert_eq!(pools.launcher().alive(), 2);
+    pools.clear(ms(5000)).await;
+    assert_eq!(pools.launcher().alive(), 0);
+    pools.maintain();
+    pools.prepare(&s);
+    assert!(matches!(
+        pools.acquire(&s).await,
+        Err(ExecError::Instance(_))
+    ));
+    tokio::time::sleep(ms(5000)).await;
+    assert_eq!(pools.launcher().launched(), 2);
+    assert_eq!(pools.launcher().alive(), 0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_min_instances_pool_does_not_refill_while_clearing() {
+    // Removals take a while, and upkeep runs often meanwhile.
+    let pools = Pools::new(FakeLauncher {
+        destroy_delay_ms: 300,
+        ..Default::default()
+    });
+    let mut st = settings(1, 10, 0);
+    st.min_instances = 10;
+    let s = spec("f", st);
+    spawn_maintenance(&pools, ms(10));
+    pools.prepare(&s);
+    tokio::time::sleep(ms(50)).await;
+    assert_eq!(pools.launcher().alive(), 10);
+    let clearing = {
+        let pools = Arc::clone(&pools);
+        tokio::spawn(async move { pools.clear(ms(5000)).await })
+    };
+    tokio::time::sleep(ms(100)).await;
+    // An instance reported dead mid-stop is not replaced either.
+    pools.instance_exited("i0");
+    pools.maintain();
+    clearing.await.unwrap();
+    assert_eq!(pools.launcher().alive(), 0);
+    tokio::time::sleep(ms(5000)).await;
+    assert_eq!(pools.launcher().launched(), 10);
+    assert_eq!(pools.launcher().alive(), 0);
 }

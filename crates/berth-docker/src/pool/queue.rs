@@ -1,0 +1,167 @@
+//! Who waits, when their wait calls for another instance, and how the
+//! wait reads afterwards.
+//!
+//! Starting an instance costs a full start (a container, and in http mode
+//! the program's own start-up, a model load say), so it pays only for a
+//! request that would otherwise wait longer. Each waiter therefore gets a
+//! patience when it joins the queue:
+//!
+//! - no instance ready (cold): none; it counts towards a start at once;
+//! - behind busy instances: the time the busy slots are expected to take
+//!   to reach it — the moving average of how long requests hold a slot,
+//!   times the rounds of slots ahead of it — doubled to absorb ordinary
+//!   variance; at least 1 ms, at most the moving average of instance start
+//!   times and never more than 1 s, so slow functions still scale
+//!   promptly. Unknown request times count as that upper bound. When the
+//!   expected wait is already longer than a start, a start is due at once.
+//!
+//! A waiter counts towards a start once its patience has run out and it is
+//! still waiting (callers that gave up do not count); the pool looks again
+//! when the next waiter's patience runs out.
+//!
+//! The wait is then reported as `queue` (a slot on an instance that was
+//! already running, or that another request caused to start) or `start`
+//! (an instance started for this request, from the moment it was asked
+//! for): a waiter an instance was started for, served by an instance that
+//! became ready after that, waited `queue` until the start was asked for
+//! and `start` from then on; every other wait is all `queue`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use super::{Instance, Pool};
+use berth_executor::ExecError;
+
+/// The least patience: re-checks never spin.
+const MIN_PATIENCE: Duration = Duration::from_millis(1);
+/// The most patience, whatever starts cost.
+const MAX_PATIENCE: Duration = Duration::from_secs(1);
+/// How many expected waits a waiter waits before it counts.
+const SLACK: u32 = 2;
+
+/// How a request's wait for its slot divides (Server-Timing's `queue` and
+/// `start`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Wait {
+    /// For a slot on an instance already running, or one that another
+    /// request caused to start.
+    pub queued: Duration,
+    /// For an instance started for this request.
+    pub start: Duration,
+}
+
+/// What a waiter is handed: an instance with a slot already counted for
+/// it, and how its wait divides.
+pub(super) struct Served<I> {
+    pub instance: Arc<I>,
+    pub wait: Wait,
+}
+
+/// A request waiting for a slot.
+pub(super) struct Waiter<I> {
+    pub tx: oneshot::Sender<Result<Served<I>, ExecError>>,
+    since: Instant,
+    /// From when it counts towards starting another instance.
+    due: Instant,
+    /// When an instance was first started for it, if one was.
+    pub started_for: Option<Instant>,
+}
+
+impl<I> Waiter<I> {
+    pub fn new(
+        now: Instant,
+        patience: Duration,
+    ) -> (Self, oneshot::Receiver<Result<Served<I>, ExecError>>) {
+        let (tx, rx) = oneshot::channel();
+        let waiter = Self {
+            tx,
+            since: now,
+            due: now + patience,
+            started_for: None,
+        };
+        (waiter, rx)
+    }
+
+    /// How its wait divides, served now by an instance ready since
+    /// `ready_at`.
+    pub fn wait(&self, ready_at: Instant, now: Instant) -> Wait {
+        match self.started_for {
+            Some(asked) if ready_at >= asked => Wait {
+                queued: asked.saturating_duration_since(self.since),
+                start: now.saturating_duration_since(asked),
+            },
+            _ => Wait {
+                queued: now.saturating_duration_since(self.since),
+                start: Duration::ZERO,
+            },
+        }
+    }
+}
+
+/// A moving average that weighs each new sample 1/8.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Average(Option<Duration>);
+
+impl Average {
+    pub fn add(&mut self, sample: Duration) {
+        self.0 = Some(match self.0 {
+            None => sample,
+            Some(avg) => avg.saturating_mul(7).saturating_add(sample) / 8,
+        });
+    }
+
+    pub fn get(self) -> Option<Duration> {
+        self.0
+    }
+}
+
+impl<I: Instance> Pool<I> {
+    /// How long a request joining the queue behind `ahead` others waits
+    /// before it counts towards starting another instance.
+    pub(super) fn patience(&self, ahead: usize) -> Duration {
+        let per = self.settings.concurrency.max(1) as usize;
+        let slots = self.ready.len() * per;
+        if slots < 100000 {
+            return Duration::ZERO;
+        }
+        let most = self
+            .start
+            .get()
+            .unwrap_or(MAX_PATIENCE)
+            .clamp(MIN_PATIENCE, MAX_PATIENCE);
+        let Some(held) = self.held.get() else {
+            return most;
+        };
+        let rounds = u32::try_from(ahead / slots + 1).unwrap_or(u32::MAX);
+        let expected = held.saturating_mul(rounds);
+        if self.start.get().is_some_and(|start| expected >= start) {
+            return Duration::ZERO;
+        }
+        expected.saturating_mul(SLACK).clamp(MIN_PATIENCE, most)
+    }
+
+    /// The waiters (by index, oldest first) that count towards starting
+    /// another instance now: every live one when none is ready, else
+    /// those past their patience.
+    pub(super) fn needing(&self, now: Instant) -> Vec<usize> {
+        let cold = self.ready.is_empty();
+        self.waiters
+            .iter()
+            .enumerate()
+            .filter(|(_, w)| !w.tx.is_closed() && (cold || w.due <= now))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// When the next live waiter's patience runs out, if one's has not.
+    pub(super) fn next_due(&self, now: Instant) -> Option<Instant> {
+        self.waiters
+            .iter()
+            .filter(|w| !w.tx.is_closed() && w.due > now)
+            .map(|w| w.due)
+            .min()
+    }
+}

@@ -1,0 +1,228 @@
+//! The behaviour every [`Store`] backend owes its callers, written once
+//! against `dyn Store` so that SQLite, PostgreSQL and whatever comes next
+//! are held to one contract instead of each to its own tests.
+//!
+//! A backend enables the `conformance` feature (as a dev-dependency) and
+//! runs the whole suite from its test module in one line:
+//!
+//! ```ignore
+//! berth_store::conformance_tests!(store: fresh_store().await, handles: fresh_database());
+//! ```
+//!
+//! - `store` is an expression evaluated inside each case's async test; it
+//!   must give an empty store (a `impl Store`, or an `Arc<dyn Store>`).
+//! - `handles` is also evaluated once per case and gives a factory
+//!   (`Fn() -> impl Future<Output = Arc<dyn Store>>`) whose every call opens
+//!   another handle on that case's one empty database, as a second node
+//!   would. The cases in [`races`] take it; they open their handles one
+//!   after another, never at once.
+//!
+//! A backend whose factory serves both can write
+//! `berth_store::conformance_tests!(handles: fresh_database());` and the
+//! single-store cases run on its first handle.
+//!
+//! Each case becomes its own `#[tokio::test]` named after it, so a failure
+//! names the broken behaviour. The list of cases lives in one place (the
+//! hidden `__store_conformance_cases!`, readable as [`CASES`]) and the macro
+//! always expands all of it: a backend cannot leave a case out, and a unit
+//! test here fails if a case is written but not listed. The crate invoking
+//! the macro needs `tokio` with `macros` and `rt-multi-thread`.
+
+pub mod finish;
+pub mod functions;
+pub mod queue;
+pub mod races;
+pub mod tasks;
+pub mod tenants;
+
+use berth_core::{
+    FunctionConfig, Outcome, RequestMeta, TaskId, TaskKind, TaskRecord, TaskStatus, Timing, Usage,
+    now_ms,
+};
+
+use crate::{Finish, Lease, Store};
+
+/// The suite's one list. Takes the name of a macro (exported from this
+/// crate) and the tokens to hand it first, then appends both lists.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_cases {
+    ($then:ident { $($ctx:tt)* }) => {
+        $crate::$then! {
+            $($ctx)*
+            store: [
+                functions::versions_are_immutable_and_only_made_on_change,
+                functions::functions_are_listed_per_tenant,
+                functions::deleting_a_function_fails_only_its_queued_tasks,
+                queue::queue_claims_fifo_once,
+                queue::claiming_zero_or_sync_tasks_claims_nothing,
+                queue::claims_skip_tenants_at_their_quota,
+                queue::a_requeued_attempt_counts_and_a_released_one_does_not,
+                queue::recovery_requeues_then_gives_up,
+                queue::renewal_extends_only_the_owners_leases,
+                finish::a_finish_records_outcome_usage_and_timing,
+                finish::every_error_code_round_trips,
+                finish::a_stale_attempt_cannot_finish_a_task,
+                finish::a_task_no_longer_running_cannot_be_finished,
+                finish::cancel_and_tenancy,
+                tasks::a_task_reads_back_as_inserted,
+                tasks::pagination_walks_every_task_once,
+                tasks::count_tasks_counts_one_tenant_in_one_status,
+                tasks::idempotency_keys_return_the_first_task,
+                tasks::expiry_removes_only_old_finished_tasks,
+                tenants::keys_resolve_by_hash,
+                tenants::tenants_own_their_keys_and_quotas,
+            ]
+            handles: [
+                races::concurrent_claims_never_hand_out_a_task_twice,
+                races::a_cancel_racing_a_finish_has_one_winner,
+                races::a_recovery_racing_a_finish_has_one_winner,
+            ]
+        }
+    };
+}
+
+/// Expands the list into one test per case. Hidden: backends call
+/// [`conformance_tests!`](crate::conformance_tests).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_expand {
+    (
+        ($store:expr) ($handles:expr)
+        store: [$($smod:ident::$scase:ident),* $(,)?]
+        handles: [$($hmod:ident::$hcase:ident),* $(,)?]
+    ) => {
+        $(
+            #[::tokio::test]
+            async fn $scase() {
+                let store = $store;
+                $crate::conformance::$smod::$scase(&store).await;
+            }
+        )*
+        $(
+            // Several workers, so racing calls really run at once.
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $hcase() {
+                $crate::conformance::$hmod::$hcase($handles).await;
+            }
+        )*
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __store_conformance_names {
+    (
+        store: [$($smod:ident::$scase:ident),* $(,)?]
+        handles: [$($hmod:ident::$hcase:ident),* $(,)?]
+    ) => {
+        /// Every case of the suite, by name; the tests a backend gets are
+        /// named the same.
+        pub const CASES: &[&str] = &[$(stringify!($scase),)* $(stringify!($hcase),)*];
+    };
+}
+
+/// Runs the whole conformance suite against a backend: one
+/// `#[tokio::test]` per case. See the [module docs](crate::conformance).
+#[macro_export]
+macro_rules! conformance_tests {
+    (store: $store:expr, handles: $handles:expr $(,)?) => {
+        $crate::__store_conformance_cases! {
+            __store_conformance_expand { ($store) ($handles) }
+        }
+    };
+    (handles: $handles:expr $(,)?) => {
+        $crate::conformance_tests!(store: ($handles)().await, handles: $handles);
+    };
+}
+
+crate::__store_conformance_cases!(__store_conformance_names {});
+
+const TENANT: &str = "t";
+
+fn config(image: &str) -> FunctionConfig {
+    serde_json::from_value(serde_json::json!({ "image": image }))
+        .expect("a config naming only its image is valid")
+}
+
+/// A queued task of tenant `t` allowed two attempts, carrying request
+/// metadata so that a backend dropping some of it shows.
+fn task(function: &str, kind: TaskKind) -> TaskRecord {
+    task_of(TENANT, function, kind)
+}
+
+fn task_of(tenant: &str, function: &str, kind: TaskKind) -> TaskRecord {
+    let request = RequestMeta {
+        method: "POST".into(),
+        path: "/p".into(),
+        query: "a=1".into(),
+        content_type: Some("text/plain".into()),
+        content_length: Some(3),
+        headers: vec![("x-one".into(), "1".into()), ("x-two".into(), "2".into())],
+    };
+    let mut t = TaskRecord::new(tenant, function, 1, kind, request);
+    t.max_attempts = 2;
+    t.input_bytes = Some(3);
+    t
+}
+
+/// A sync call as the scheduler records it: running from the start, under
+/// `owner`'s lease.
+async fn insert_sync_call(s: &dyn Store, owner: &str) -> TaskRecord {
+    let mut t = task("f", TaskKind::Sync);
+    t.status = TaskStatus::Running;
+    t.attempt = 1;
+    t.started_at = Some(t.created_at);
+    t.timing.queued_ms = Some(0);
+    let lease = Lease {
+        owner: owner.into(),
+        expires_at: now_ms() + 60_000,
+    };
+    s.insert_task(&t, Some(&lease))
+        .await
+        .expect("insert a sync call");
+    t
+}
+
+fn finish(outcome: Outcome) -> Finish {
+    Finish {
+        outcome,
+        usage: Usage::default(),
+        timing: Timing::default(),
+        output_bytes: Some(1),
+        durable: true,
+    }
+}
+
+async fn insert(s: &dyn Store, t: &TaskRecord) {
+    s.insert_task(t, None).await.expect("insert a task");
+}
+
+async fn get(s: &dyn Store, t: &TaskRecord) -> TaskRecord {
+    s.get_task(&t.tenant, t.id)
+        .await
+        .expect("get a task")
+        .unwrap_or_else(|| panic!("task {} is gone", t.id))
+}
+
+/// Claims the oldest queued task for `owner` and checks that it is `t`;
+/// returns the attempt it runs as.
+async fn claim(s: &dyn Store, t: &TaskRecord, owner: &str, lease_ms: i64) -> i64 {
+    let claimed = s
+        .claim_queued(owner, 1, lease_ms, &[])
+        .await
+        .expect("claim");
+    assert_eq!(
+        ids(&claimed),
+        [t.id],
+        "the oldest queued task is the one claimed"
+    );
+    claimed[0].attempt
+}
+
+fn ids(tasks: &[TaskRecord]) -> Vec<TaskId> {
+    tasks.iter().map(|t| t.id).collect()
+}
+
+#[cfg(test)]
+mod tests;
