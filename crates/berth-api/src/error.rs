@@ -32,7 +32,11 @@ fn answer_for(code: ErrorCode) -> (StatusCode, &'static str, Option<u32>) {
         C::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout", None),
         C::Cancelled => (StatusCode::CONFLICT, "cancelled", None),
         C::BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
-        C::EngineUnavailable => (StatusCode::SERVICE_UNAVAILABLE, "engine_unavailable", Some(5)),
+        C::EngineUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "engine_unavailable",
+            Some(5),
+        ),
         C::ImageMissing => (StatusCode::SERVICE_UNAVAILABLE, "image_missing", None),
         C::NoCapacity => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity", Some(1)),
         C::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy", Some(1)),

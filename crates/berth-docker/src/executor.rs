@@ -123,17 +123,17 @@ impl Executor for DockerExecutor {
     }
 
     async fn status(&self) -> ExecutorStatus {
+        let healthy = self.engine.healthy().await;
         ExecutorStatus {
             id: self.engine.cfg.node_id.clone(),
             capacity: self.engine.cfg.max_containers,
             running: self.engine.in_use(),
             instances: self.pools.counts(),
-            healthy: self.engine.healthy().await,
+            healthy,
         }
     }
 
     fn has_room(&self, spec: &RunSpec) -> bool {
-        self.engine.has_free_slot()
-            || (spec.mode != Mode::Fresh && self.pools.has_free_slot(spec))
+        self.engine.has_free_slot() || (spec.mode != Mode::Fresh && self.pools.has_free_slot(spec))
     }
 }

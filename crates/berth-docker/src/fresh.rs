@@ -308,4 +308,3 @@ async fn drive(
         peak_memory_bytes: None,
     })
 }
-

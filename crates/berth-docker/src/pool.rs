@@ -15,156 +15,33 @@
 //! slots were expected to take to free up, so a burst that the running
 //! instances serve within moments starts nothing. Instances on the way
 //! cover the oldest waiters that count; nothing starts past
-//! `max_instances`.
+//! `max_instances`. Each lease tells how its wait divides between a busy
+//! instance (`queue`) and an instance started for it (`start`).
 //!
 //! A clean stop ([`Pools::clear`]) first stops every start (upkeep,
 //! refills, deploys), then removes the instances and waits for the launches
 //! under way, whose instances are removed instead of filed: no container
 //! of the node outlives it.
 
+mod launcher;
 mod queue;
+mod version;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use tokio::time::Instant;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
-use berth_executor::{ExecError, InstanceCount, PoolSettings, RunSpec};
+use berth_executor::{ExecError, InstanceCount, RunSpec};
 
+pub(crate) use launcher::{Instance, Launcher, PoolKey};
 pub(crate) use queue::Wait;
-use queue::{Average, Served, Waiter};
-
-/// Identifies a pool: instances of one immutable function version.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub(crate) struct PoolKey {
-    pub tenant: String,
-    pub function: String,
-    pub version: i64,
-}
-
-impl PoolKey {
-    pub fn of(spec: &RunSpec) -> Self {
-        Self {
-            tenant: spec.tenant.clone(),
-            function: spec.function.clone(),
-            version: spec.version,
-        }
-    }
-}
-
-/// What a launched instance must offer the pool.
-pub(crate) trait Instance: Send + Sync + 'static {
-    fn id(&self) -> &str;
-}
-
-/// Starts and removes instances.
-#[async_trait]
-pub(crate) trait Launcher: Send + Sync + 'static {
-    type Instance: Instance;
-    /// Starts an instance and waits until it accepts requests. `evict` is
-    /// called when the node is full, to make room by removing an idle
-    /// instance of another pool.
-    async fn launch(
-        &self,
-        spec: &RunSpec,
-        evict: &(dyn Fn() -> Option<Arc<Self::Instance>> + Send + Sync),
-    ) -> Result<Arc<Self::Instance>, ExecError>;
-    /// Removes an instance; its requests, if any, fail.
-    async fn destroy(&self, instance: Arc<Self::Instance>);
-}
-
-struct Slot<I> {
-    instance: Arc<I>,
-    in_flight: u32,
-    last_used: Instant,
-    /// When it became ready: tells a newly started instance from one that
-    /// was already running when a waiter began waiting for a start.
-    ready_at: Instant,
-}
-
-struct Pool<I> {
-    /// The latest request's spec: what a new instance is started from.
-    template: RunSpec,
-    settings: PoolSettings,
-    ready: Vec<Slot<I>>,
-    starting: u32,
-    waiters: VecDeque<Waiter<I>>,
-    retired: bool,
-    /// How long requests hold a slot, from lease taken to lease dropped.
-    held: Average,
-    /// How long a launch takes, from asking to ready.
-    start: Average,
-    /// When the pending re-check of waiters' patience fires, if one is.
-    recheck: Option<Instant>,
-}
-
-impl<I: Instance> Pool<I> {
-    fn new(template: &RunSpec) -> Self {
-        Self {
-            settings: template.pool.clone(),
-            template: template.clone(),
-            ready: Vec::new(),
-            starting: 0,
-            waiters: VecDeque::new(),
-            retired: false,
-            held: Average::default(),
-            start: Average::default(),
-            recheck: None,
-        }
-    }
-
-    /// The busiest ready instance that still has a free slot.
-    fn pick(&self) -> Option<usize> {
-        let cap = self.settings.concurrency;
-        self.ready
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| s.in_flight < cap)
-            .max_by_key(|(_, s)| s.in_flight)
-            .map(|(i, _)| i)
-    }
-
-    fn total(&self) -> u32 {
-        u32::try_from(self.ready.len()).unwrap_or(u32::MAX) + self.starting
-    }
-
-    /// Gives free slots of ready instances to waiters, oldest first.
-    fn serve_waiters(&mut self) {
-        let now = Instant::now();
-        while !self.waiters.is_empty() {
-            let Some(i) = self.pick() else { return };
-            let slot = &mut self.ready[i];
-            let Some(waiter) = self.waiters.pop_front() else {
-                return;
-            };
-            slot.in_flight += 1;
-            let served = Served {
-                instance: Arc::clone(&slot.instance),
-                wait: waiter.wait(slot.ready_at, now),
-            };
-            if waiter.tx.send(Ok(served)).is_err() {
-                // That caller gave up meanwhile.
-                slot.in_flight -= 1;
-            }
-        }
-    }
-
-    fn fail_waiters(&mut self, err: &ExecError) {
-        for w in self.waiters.drain(..) {
-            let _ = w.tx.send(Err(err.clone()));
-        }
-    }
-
-    fn remove(&mut self, id: &str) -> Option<Arc<I>> {
-        let i = self.ready.iter().position(|s| s.instance.id() == id)?;
-        Some(self.ready.swap_remove(i).instance)
-    }
-}
+use queue::Waiter;
+use version::Pool;
 
 pub(crate) struct Pools<L: Launcher> {
     launcher: L,
@@ -256,7 +133,7 @@ impl<L: Launcher> Pools<L> {
                 slot.in_flight += 1;
                 return Ok(self.lease(key, Arc::clone(&slot.instance), Wait::default()));
             }
-            pool.waiters.retain(|w| !w.tx.is_closed());
+            pool.waiters.retain(Waiter::is_live);
             // Requests that instances yet to start will serve are not
             // queued behind busy ones, so they do not use up the queue.
             let unstarted = pool
@@ -271,7 +148,7 @@ impl<L: Launcher> Pools<L> {
                     pool.waiters.len()
                 )));
             }
-            let (waiter, rx) = Waiter::new(Instant::now(), pool.patience(pool.waiters.len()));
+            let (waiter, rx) = Waiter::new(Instant::now(), pool.patience());
             pool.waiters.push_back(waiter);
             self.start_if_needed(&key, pool);
             rx
@@ -312,15 +189,7 @@ impl<L: Launcher> Pools<L> {
             return;
         }
         pool.held.add(held);
-        if let Some(slot) = pool
-            .ready
-            .iter_mut()
-            .find(|s| s.instance.id() == instance.id())
-        {
-            slot.in_flight = slot.in_flight.saturating_sub(1);
-            slot.last_used = Instant::now();
-        }
-        pool.serve_waiters();
+        pool.free_slot(instance.id());
     }
 
     /// An instance died on its own (its container exited).
@@ -346,8 +215,8 @@ impl<L: Launcher> Pools<L> {
     }
 
     /// Starts the instances that waiters need beyond those on the way
-    /// (see [`queue`]), and makes sure the pool is looked at again when
-    /// the next waiter runs out of patience.
+    /// (see [`queue::patience`]), and makes sure the pool is looked at
+    /// again when the next waiter runs out of patience.
     fn start_if_needed(&self, key: &PoolKey, pool: &mut Pool<L::Instance>) {
         if self.is_stopping() {
             return;
@@ -360,7 +229,8 @@ impl<L: Launcher> Pools<L> {
         while covered < needing.len() && pool.total() < pool.settings.max_instances {
             // The first waiter that nothing on the way covers is the one
             // this instance is started for.
-            pool.waiters[needing[covered]].started_for.get_or_insert(now);
+            let waiter = &mut pool.waiters[needing[covered]];
+            waiter.started_for.get_or_insert(now);
             pool.starting += 1;
             covered += per;
             self.spawn_launch(key.clone(), pool.template.clone());
@@ -387,7 +257,7 @@ impl<L: Launcher> Pools<L> {
             if pool.recheck == Some(at) {
                 pool.recheck = None;
             }
-            pool.waiters.retain(|w| !w.tx.is_closed());
+            pool.waiters.retain(Waiter::is_live);
             this.start_if_needed(&key, pool);
         });
     }
@@ -423,17 +293,13 @@ impl<L: Launcher> Pools<L> {
             return launched.ok();
         };
         pool.starting -= 1;
+        if self.is_stopping() {
+            return launched.ok();
+        }
         match launched {
             Ok(instance) => {
                 pool.start.add(took);
-                let now = Instant::now();
-                pool.ready.push(Slot {
-                    instance,
-                    in_flight: 0,
-                    last_used: now,
-                    ready_at: now,
-                });
-                pool.serve_waiters();
+                pool.add_ready(instance);
             }
             Err(e) => {
                 warn!(function = %key.function, version = key.version, error = %e,
@@ -481,48 +347,19 @@ impl<L: Launcher> Pools<L> {
     /// nothing once the pools are stopping.
     pub fn maintain(&self) {
         let mut pools = self.lock();
+        if self.is_stopping() {
+            return;
+        }
         let mut gone = Vec::new();
         let mut launches = Vec::new();
         for (key, pool) in pools.iter_mut() {
-            let keep = if pool.retired {
-                0
-            } else {
-                pool.settings.min_instances as usize
-            };
-            // A retired version (superseded or deleted) keeps nothing idle.
-            let idle_timeout = if pool.retired {
-                Duration::ZERO
-            } else {
-                pool.settings.idle_timeout
-            };
-            let mut idle: Vec<usize> = pool
-                .ready
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.in_flight == 0 && s.last_used.elapsed() >= idle_timeout)
-                .map(|(i, _)| i)
-                .collect();
-            let surplus = pool.ready.len().saturating_sub(keep).min(idle.len());
-            // Longest idle first; remove from the back so indexes hold.
-            idle.sort_by_key(|&i| pool.ready[i].last_used);
-            let mut doomed: Vec<usize> = idle.into_iter().take(surplus).collect();
-            doomed.sort_unstable_by(|a, b| b.cmp(a));
-            for i in doomed {
-                gone.push(pool.ready.swap_remove(i).instance);
-            }
-            if !pool.retired {
-                while (pool.total() as usize) < keep {
-                    pool.starting += 1;
-                    launches.push((key.clone(), pool.template.clone()));
-                }
+            let (idle, starts) = pool.upkeep();
+            gone.extend(idle);
+            for _ in 0..starts {
+                launches.push((key.clone(), pool.template.clone()));
             }
         }
-        pools.retain(|_, p| {
-            !(p.ready.is_empty()
-                && p.starting == 0
-                && p.waiters.is_empty()
-                && (p.retired || p.settings.min_instances == 0))
-        });
+        pools.retain(|_, p| !p.is_spent());
         drop(pools);
         for instance in gone {
             self.spawn_destroy(instance);
@@ -588,19 +425,7 @@ impl<L: Launcher> Pools<L> {
     }
 
     pub fn counts(&self) -> Vec<InstanceCount> {
-        let pools = self.lock();
-        pools
-            .iter()
-            .map(|(k, p)| InstanceCount {
-                tenant: k.tenant.clone(),
-                function: k.function.clone(),
-                version: k.version,
-                ready: p.ready.len(),
-                busy: p.ready.iter().filter(|s| s.in_flight > 0).count(),
-                starting: p.starting as usize,
-                queued: p.waiters.iter().filter(|w| !w.tx.is_closed()).count(),
-            })
-            .collect()
+        self.lock().iter().map(|(k, p)| p.count(k)).collect()
     }
 
     /// Whether a request for this version would find a free slot now.

@@ -19,9 +19,7 @@ use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use crate::container::{
-    Container, Tail, container_user, elapsed_ms, engine_error, is_not_found,
-};
+use crate::container::{Container, Tail, container_user, elapsed_ms, engine_error, is_not_found};
 use crate::engine::{Engine, ImageConfig, LABEL_INSTANCE, MakeRoom};
 use crate::pool::{Instance, Launcher, Pools};
 use berth_executor::{ExecError, Exit, InputStream, Invocation, ResponseHead, RunOutcome, RunSpec};

@@ -13,8 +13,8 @@ use tokio_util::io::ReaderStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::quota::ActiveSlot;
 use crate::outcome::{finish_from, overrule, was_lost};
+use crate::quota::ActiveSlot;
 use crate::{SchedError, TaskManager, lease_ms};
 
 /// How long a slot stays idle after an executor refused a start, so a full
@@ -174,10 +174,7 @@ impl TaskManager {
         let input = match self.payloads.open(task.id, PayloadKind::Input).await {
             Ok(Some(f)) => f,
             Ok(None) => {
-                return Ok(failed(
-                    ErrorCode::InputMissing,
-                    "the task's input is gone",
-                ));
+                return Ok(failed(ErrorCode::InputMissing, "the task's input is gone"));
             }
             Err(e) => return Err(Unfinished::Refused(StoreError::Io(e).into())),
         };

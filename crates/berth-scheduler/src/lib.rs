@@ -103,8 +103,9 @@ pub enum SchedError {
     OverQuota(String),
     #[error("{0}")]
     ImageNotAllowed(String),
-    /// At deploy: the image is nowhere to be found.
-    #[error("image {0:?} is not present on the container engine; build, load or push it first")]
+    /// At deploy: the image is nowhere to be found; the text says where
+    /// it was looked for.
+    #[error("{0}")]
     ImageNotFound(String),
     #[error("idempotency key {0:?} was already used with a different request")]
     IdempotencyConflict(String),
@@ -142,7 +143,9 @@ impl SchedError {
     pub fn task_error(&self) -> TaskError {
         match self {
             SchedError::Run(e) => e.clone(),
-            SchedError::InputTooLarge(_) => TaskError::new(ErrorCode::BodyTooLarge, self.to_string()),
+            SchedError::InputTooLarge(_) => {
+                TaskError::new(ErrorCode::BodyTooLarge, self.to_string())
+            }
             other => TaskError::new(ErrorCode::StartFailed, other.to_string()),
         }
     }
@@ -293,4 +296,3 @@ impl TaskManager {
 fn lease_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
-

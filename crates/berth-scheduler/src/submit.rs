@@ -1,7 +1,7 @@
 //! Accepting an async task: its input is on disk and its row committed
 //! before the caller hears 202, so an accepted task is never lost.
 
-use berth_core::{RequestMeta, TaskKind, TaskRecord, TaskStatus, PayloadKind};
+use berth_core::{PayloadKind, RequestMeta, TaskKind, TaskRecord, TaskStatus};
 use berth_executor::InputStream;
 use berth_store::{Idempotent, StoreError};
 use futures::StreamExt;

@@ -3,9 +3,7 @@
 //! rotate its own key. Another tenant's record answers exactly like a
 //! missing one, so names cannot be probed.
 
-use berth_core::{
-    ADMIN_TENANT, QuotaOverrides, TenantRecord, validate_tenant_name,
-};
+use berth_core::{ADMIN_TENANT, QuotaOverrides, TenantRecord, validate_tenant_name};
 
 use crate::keys::{generate_key, hash_key};
 use crate::{SchedError, TaskManager};

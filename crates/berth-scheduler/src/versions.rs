@@ -19,8 +19,13 @@ pub enum AdmittedImage {
     /// Pinned to a digest in the built-in registry: every executor can
     /// pull exactly this.
     Registry(String),
-    /// An image the executors' engines hold under this name.
-    Engine(String),
+    /// An image the executors' engines hold under this name;
+    /// `registry_candidate` is the repository the registry was asked for
+    /// first, if any, so a miss on both can name both.
+    Engine {
+        reference: String,
+        registry_candidate: Option<String>,
+    },
 }
 
 /// The rule for which images a tenant may deploy, and what a reference
@@ -36,6 +41,24 @@ pub trait ImageAdmission: Send + Sync + 'static {
 pub struct Deployed {
     pub version: FunctionVersion,
     pub created: bool,
+}
+
+/// At deploy time a missing image is the caller's mistake, not an outage;
+/// the message names every place it was looked for.
+fn missing(e: ExecError, reference: &str, registry_candidate: Option<String>) -> SchedError {
+    match e {
+        ExecError::ImageNotFound(_) => SchedError::ImageNotFound(match registry_candidate {
+            Some(repo) => format!(
+                "image {reference:?} is neither in the registry (as {repo}) nor on the \
+                 container engine; push or build it first"
+            ),
+            None => format!(
+                "image {reference:?} is not present on the container engine; build, load or \
+                 push it first"
+            ),
+        }),
+        other => other.into(),
+    }
 }
 
 impl TaskManager {
@@ -59,22 +82,31 @@ impl TaskManager {
         let reference = config.image.trim();
         let admitted = match self.admission.get() {
             Some(a) => a.admit(tenant, reference).await?,
-            None => AdmittedImage::Engine(reference.to_owned()),
-        };
-        // At deploy time a missing image is the caller's mistake, not an
-        // outage.
-        let missing = |e: ExecError| match e {
-            ExecError::ImageNotFound(image) => SchedError::ImageNotFound(image),
-            other => other.into(),
+            None => AdmittedImage::Engine {
+                reference: reference.to_owned(),
+                registry_candidate: None,
+            },
         };
         // A registry image is pinned to its manifest digest, which any
         // executor can pull; an engine-local one to the engine's image id.
         let image_id = match admitted {
             AdmittedImage::Registry(pinned) => {
-                executor.resolve_image(&pinned).await.map_err(missing)?;
+                executor
+                    .resolve_image(&pinned)
+                    .await
+                    .map_err(|e| missing(e, reference, None))?;
                 pinned
             }
-            AdmittedImage::Engine(name) => executor.resolve_image(&name).await.map_err(missing)?.id,
+            AdmittedImage::Engine {
+                reference: name,
+                registry_candidate,
+            } => {
+                executor
+                    .resolve_image(&name)
+                    .await
+                    .map_err(|e| missing(e, reference, registry_candidate))?
+                    .id
+            }
         };
         let (version, created) = self
             .store

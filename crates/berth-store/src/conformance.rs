@@ -2,15 +2,18 @@
 //! against `dyn Store` so that SQLite, PostgreSQL and whatever comes next
 //! are held to one contract instead of each to its own tests.
 //!
-//! A backend enables the `conformance` feature (as a dev-dependency) and
-//! runs the whole suite from its test module in one line:
+//! A backend in another crate takes `berth-store` as a dev-dependency with
+//! `features = ["conformance"]` (one in this crate needs nothing: the suite
+//! is compiled for its tests) and runs the whole suite from its test
+//! module in one line:
 //!
 //! ```ignore
 //! berth_store::conformance_tests!(store: fresh_store().await, handles: fresh_database());
 //! ```
 //!
 //! - `store` is an expression evaluated inside each case's async test; it
-//!   must give an empty store (a `impl Store`, or an `Arc<dyn Store>`).
+//!   must give a store on an empty database (an `impl Store`, or an
+//!   `Arc<dyn Store>`).
 //! - `handles` is also evaluated once per case and gives a factory
 //!   (`Fn() -> impl Future<Output = Arc<dyn Store>>`) whose every call opens
 //!   another handle on that case's one empty database, as a second node
@@ -34,6 +37,9 @@ pub mod queue;
 pub mod races;
 pub mod tasks;
 pub mod tenants;
+
+use std::future::Future;
+use std::sync::Arc;
 
 use berth_core::{
     FunctionConfig, Outcome, RequestMeta, TaskId, TaskKind, TaskRecord, TaskStatus, Timing, Usage,
@@ -96,7 +102,8 @@ macro_rules! __store_conformance_expand {
             #[::tokio::test]
             async fn $scase() {
                 let store = $store;
-                $crate::conformance::$smod::$scase(&store).await;
+                let store = $crate::conformance::AsStore::as_store(&store);
+                $crate::conformance::$smod::$scase(store).await;
             }
         )*
         $(
@@ -132,8 +139,57 @@ macro_rules! conformance_tests {
         }
     };
     (handles: $handles:expr $(,)?) => {
-        $crate::conformance_tests!(store: ($handles)().await, handles: $handles);
+        $crate::conformance_tests!(
+            store: $crate::conformance::FirstHandle::open($handles).await,
+            handles: $handles,
+        );
     };
+}
+
+/// The first handle a factory opens, kept together with the factory: a
+/// factory may own its database (a temp dir), which must outlive the case.
+#[doc(hidden)]
+pub struct FirstHandle<F> {
+    store: Arc<dyn Store>,
+    _open: F,
+}
+
+impl<F, Fut> FirstHandle<F>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    pub async fn open(open: F) -> Self {
+        Self {
+            store: open().await,
+            _open: open,
+        }
+    }
+}
+
+/// What the `store` expression may give: a store, an `Arc<dyn Store>`, or
+/// a factory's first handle.
+#[doc(hidden)]
+pub trait AsStore {
+    fn as_store(&self) -> &dyn Store;
+}
+
+impl<S: Store> AsStore for S {
+    fn as_store(&self) -> &dyn Store {
+        self
+    }
+}
+
+impl AsStore for Arc<dyn Store> {
+    fn as_store(&self) -> &dyn Store {
+        &**self
+    }
+}
+
+impl<F> AsStore for FirstHandle<F> {
+    fn as_store(&self) -> &dyn Store {
+        &*self.store
+    }
 }
 
 crate::__store_conformance_cases!(__store_conformance_names {});

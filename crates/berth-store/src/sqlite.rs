@@ -772,7 +772,9 @@ impl Store for SqliteStore {
         )
         .bind(TaskStatus::Running.as_str())
         .bind(now)
-        .bind(dead_owner.unwrap_or(""))
+        // NULL when no owner is named: `lease_owner = NULL` matches no row,
+        // where "" would match an owner that happens to be named "".
+        .bind(dead_owner)
         .fetch_all(&mut *tx)
         .await?;
         let mut out = Recovered::default();
@@ -785,8 +787,8 @@ impl Store for SqliteStore {
             let kind: TaskKind = kind.parse().map_err(corrupt)?;
             if kind == TaskKind::Async && attempt < max {
                 sqlx::query(
-                    "UPDATE tasks SET status = ?, lease_owner = NULL, lease_expires = NULL \
-                     WHERE id = ?",
+                    "UPDATE tasks SET status = ?, started_at = NULL, lease_owner = NULL, \
+                     lease_expires = NULL WHERE id = ?",
                 )
                 .bind(TaskStatus::Queued.as_str())
                 .bind(&id)

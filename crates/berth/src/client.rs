@@ -1,16 +1,18 @@
-//! The user commands: thin HTTP calls to a server, streaming where data is
-//! large (invoke and task output).
+//! The user commands: thin calls through the typed client, streaming
+//! where data is large (invoke and task output).
 
 use std::io::IsTerminal;
-
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use berth_client::reqwest::Response;
+use berth_client::{Call, Client, TaskQuery};
+use berth_contract::FunctionConfig;
 use clap::{Args, Subcommand};
 use futures::StreamExt;
-use reqwest::{Method, RequestBuilder, Response, StatusCode};
-use serde_json::{Value, json};
+use serde::Serialize;
+use serde_json::{Map, Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio_util::io::ReaderStream;
 
@@ -29,18 +31,12 @@ pub struct Conn {
     data_dir: Option<PathBuf>,
 }
 
-pub(crate) struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: String,
-}
-
 impl Conn {
     pub(crate) fn connect(&self) -> Result<Client> {
         let dir = self
             .data_dir
             .clone()
-            .unwrap_or_else(crate::default_data_dir);
+            .unwrap_or_else(berth_server::default_data_dir);
         let read = |name: &str| {
             std::fs::read_to_string(dir.join(name))
                 .ok()
@@ -62,61 +58,47 @@ impl Conn {
                     dir.display()
                 )
             })?;
-        Ok(Client {
-            http: reqwest::Client::builder().build()?,
-            base: base.trim_end_matches('/').to_owned(),
-            key,
-        })
+        Ok(Client::new(&base, &key)?)
     }
 }
 
-impl Client {
-    pub(crate) fn request(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(&self.key)
-    }
-
-    pub(crate) async fn json(&self, req: RequestBuilder) -> Result<Value> {
-        let resp = req.send().await.context("cannot reach the server")?;
-        let resp = check(resp).await?;
-        if resp.status() == StatusCode::NO_CONTENT {
-            return Ok(Value::Null);
-        }
-        Ok(resp.json().await?)
-    }
-}
-
-/// Turns an error response into an error carrying the server's message.
-async fn check(resp: Response) -> Result<Response> {
-    if resp.status().is_success() {
-        return Ok(resp);
-    }
-    let status = resp.status();
-    let body = resp.text().await.unwrap_or_default();
-    let msg = serde_json::from_str::<Value>(&body)
-        .ok()
-        .and_then(|v| {
-            let e = v.get("error")?;
-            Some(format!(
-                "{} ({})",
-                e.get("message")?.as_str()?,
-                e.get("code")?.as_str()?
-            ))
-        })
-        .unwrap_or(body);
-    bail!("{status}: {msg}")
-}
-
-pub(crate) fn print(v: &Value) -> Result<()> {
+pub(crate) fn print(v: &impl Serialize) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(v)?);
     Ok(())
 }
 
-/// How a function's instances run and scale; unset fields keep the
-/// server's defaults.
+/// The settings `fn deploy` can change. Only the ones named on the command
+/// line are sent: redeploying with `--timeout 30` changes the timeout and
+/// keeps every other setting.
 #[derive(clap::Args, Debug)]
-pub struct Scaling {
+pub struct Settings {
+    /// The image: NAME[:TAG] in your registry namespace, HOST:PORT/TENANT/NAME:TAG,
+    /// or (admin) an image on the container engine. Needed to create a function.
+    #[arg(long)]
+    image: Option<String>,
+    /// CPU in millicores (1000 = one core).
+    #[arg(long)]
+    cpu: Option<u32>,
+    /// Memory limit in MiB.
+    #[arg(long)]
+    memory: Option<u32>,
+    /// Timeout in seconds.
+    #[arg(long)]
+    timeout: Option<u32>,
+    /// Environment variable, KEY=VALUE; repeatable. Added to the ones the
+    /// function has.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    env: Vec<String>,
+    /// Removes an environment variable; repeatable.
+    #[arg(long = "unset-env", value_name = "KEY")]
+    unset_env: Vec<String>,
+    /// Run as root (uid 0, still without capabilities) instead of the
+    /// image's non-root user or nobody.
+    #[arg(long, overrides_with = "no_run_as_root")]
+    run_as_root: bool,
+    /// Run as the image's non-root user or nobody again.
+    #[arg(long)]
+    no_run_as_root: bool,
     /// exec (warm, a process per request), http (warm, a long-lived HTTP
     /// server on $PORT) or fresh (a container per request).
     #[arg(long, value_parser = ["exec", "http", "fresh"])]
@@ -138,57 +120,70 @@ pub struct Scaling {
     /// Seconds a request may wait in that queue.
     #[arg(long)]
     queue_timeout: Option<u32>,
+    /// Run the image's own ENTRYPOINT and CMD again, dropping a command set earlier.
+    #[arg(long, conflicts_with = "command")]
+    image_command: bool,
+    /// The program and its arguments, replacing the image's ENTRYPOINT and
+    /// CMD: everything after `--` (`berth fn deploy f --image i -- /bin/sh -c 'cat'`).
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
-impl Scaling {
-    fn apply(&self, body: &mut serde_json::Value) {
-        let fields = [
-            ("concurrency", self.concurrency),
-            ("min_instances", self.min_instances),
-            ("max_instances", self.max_instances),
-            ("idle_timeout_secs", self.idle_timeout),
-            ("max_queue", self.max_queue),
-            ("queue_timeout_secs", self.queue_timeout),
-        ];
-        for (key, value) in fields {
-            if let Some(v) = value {
-                body[key] = json!(v);
+impl Settings {
+    /// The named settings as a JSON merge patch.
+    fn patch(&self) -> Result<Value> {
+        let mut p = Map::new();
+        let mut put = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                p.insert(k.to_owned(), v);
             }
+        };
+        put("image", self.image.as_ref().map(|i| json!(i)));
+        put("cpu_millis", self.cpu.map(|v| json!(v)));
+        put("memory_mb", self.memory.map(|v| json!(v)));
+        put("timeout_secs", self.timeout.map(|v| json!(v)));
+        put("mode", self.mode.as_ref().map(|v| json!(v)));
+        put("concurrency", self.concurrency.map(|v| json!(v)));
+        put("min_instances", self.min_instances.map(|v| json!(v)));
+        put("max_instances", self.max_instances.map(|v| json!(v)));
+        put("idle_timeout_secs", self.idle_timeout.map(|v| json!(v)));
+        put("max_queue", self.max_queue.map(|v| json!(v)));
+        put("queue_timeout_secs", self.queue_timeout.map(|v| json!(v)));
+        if self.run_as_root {
+            put("run_as_root", Some(json!(true)));
+        } else if self.no_run_as_root {
+            put("run_as_root", Some(json!(false)));
         }
-        if let Some(mode) = &self.mode {
-            body["mode"] = json!(mode);
+        if !self.command.is_empty() {
+            put("command", Some(json!(self.command)));
+        } else if self.image_command {
+            put("command", Some(Value::Null));
         }
+        let mut env = Map::new();
+        for kv in &self.env {
+            let (k, v) = kv
+                .split_once('=')
+                .with_context(|| format!("--env {kv:?} is not KEY=VALUE"))?;
+            env.insert(k.to_owned(), json!(v));
+        }
+        for k in &self.unset_env {
+            env.insert(k.clone(), Value::Null);
+        }
+        if !env.is_empty() {
+            p.insert("env".into(), Value::Object(env));
+        }
+        Ok(Value::Object(p))
     }
 }
 
 #[derive(Subcommand, Debug)]
 pub enum FnCommand {
-    /// Create or update a function; prints the version in force.
+    /// Create a function, or change the settings named (the others keep
+    /// theirs); prints the version in force.
     Deploy {
         name: String,
-        #[arg(long)]
-        image: String,
-        /// CPU in millicores (1000 = one core).
-        #[arg(long)]
-        cpu: Option<u32>,
-        /// Memory limit in MiB.
-        #[arg(long)]
-        memory: Option<u32>,
-        /// Timeout in seconds.
-        #[arg(long)]
-        timeout: Option<u32>,
-        /// Environment variable, KEY=VALUE; repeatable.
-        #[arg(long = "env", value_name = "KEY=VALUE")]
-        env: Vec<String>,
-        /// Program and arguments replacing the image's entrypoint and command.
-        #[arg(long, num_args = 1.., allow_hyphen_values = true)]
-        command: Option<Vec<String>>,
-        /// Run as root (uid 0, still without capabilities) instead of the
-        /// image's non-root user or nobody.
-        #[arg(long)]
-        run_as_root: bool,
         #[command(flatten)]
-        scaling: Scaling,
+        settings: Settings,
     },
     List,
     Get {
@@ -201,61 +196,39 @@ pub enum FnCommand {
 
 pub async fn function(conn: Conn, cmd: FnCommand) -> Result<u8> {
     let c = conn.connect()?;
-    let v = match cmd {
-        FnCommand::Deploy {
-            name,
-            image,
-            cpu,
-            memory,
-            timeout,
-            env,
-            command,
-            run_as_root,
-            scaling,
-        } => {
-            let mut body = json!({ "image": image });
-            if run_as_root {
-                body["run_as_root"] = json!(true);
+    match cmd {
+        FnCommand::Deploy { name, settings } => {
+            let patch = settings.patch()?;
+            match c.update(&name, &patch).await {
+                Ok(d) => print(&d)?,
+                Err(e) if e.code() == Some("function_not_found") => {
+                    if settings.image.is_none() {
+                        bail!(
+                            "function {name:?} does not exist yet: --image is needed to create it"
+                        );
+                    }
+                    // A new function: what was named, defaults for the rest.
+                    let mut full = patch;
+                    if let Some(env) = full.get_mut("env").and_then(Value::as_object_mut) {
+                        env.retain(|_, v| !v.is_null());
+                    }
+                    if let Some(o) = full.as_object_mut() {
+                        o.retain(|_, v| !v.is_null());
+                    }
+                    let config: FunctionConfig = serde_json::from_value(full)
+                        .context("these settings do not make a function")?;
+                    print(&c.deploy(&name, &config).await?)?;
+                }
+                Err(e) => return Err(e.into()),
             }
-            scaling.apply(&mut body);
-            if let Some(cpu) = cpu {
-                body["cpu_millis"] = json!(cpu);
-            }
-            if let Some(m) = memory {
-                body["memory_mb"] = json!(m);
-            }
-            if let Some(t) = timeout {
-                body["timeout_secs"] = json!(t);
-            }
-            if let Some(cmd) = command {
-                body["command"] = json!(cmd);
-            }
-            let mut envs = serde_json::Map::new();
-            for kv in env {
-                let (k, v) = kv
-                    .split_once('=')
-                    .with_context(|| format!("--env {kv:?} is not KEY=VALUE"))?;
-                envs.insert(k.to_owned(), json!(v));
-            }
-            body["env"] = Value::Object(envs);
-            c.json(
-                c.request(Method::PUT, &format!("/v1/functions/{name}"))
-                    .json(&body),
-            )
-            .await?
         }
-        FnCommand::List => c.json(c.request(Method::GET, "/v1/functions")).await?,
-        FnCommand::Get { name } => {
-            c.json(c.request(Method::GET, &format!("/v1/functions/{name}")))
-                .await?
-        }
+        FnCommand::List => print(&c.functions().await?)?,
+        FnCommand::Get { name } => print(&c.function(&name).await?)?,
         FnCommand::Delete { name } => {
-            c.json(c.request(Method::DELETE, &format!("/v1/functions/{name}")))
-                .await?;
-            json!({ "deleted": name })
+            c.delete_function(&name).await?;
+            print(&json!({ "deleted": name }))?;
         }
-    };
-    print(&v)?;
+    }
     Ok(0)
 }
 
@@ -275,12 +248,6 @@ pub struct InvokeArgs {
 
 pub async fn invoke(conn: Conn, args: InvokeArgs) -> Result<u8> {
     let c = conn.connect()?;
-    let endpoint = if args.asynchronous { "tasks" } else { "invoke" };
-    let mut path = format!("/v1/functions/{}/{endpoint}", args.name);
-    if let Some(q) = &args.query {
-        path.push('?');
-        path.push_str(q.trim_start_matches('?'));
-    }
     // stdin is streamed, never read whole: inputs may be larger than memory.
     let upload = progress_bar(stdin_len(), "sent");
     let stdin = {
@@ -291,19 +258,20 @@ pub async fn invoke(conn: Conn, args: InvokeArgs) -> Result<u8> {
             }
         })
     };
-    let mut req = c
-        .request(Method::POST, &path)
-        .body(reqwest::Body::wrap_stream(stdin));
-    if let Some(ct) = &args.content_type {
-        req = req.header(reqwest::header::CONTENT_TYPE, ct);
-    }
-    let resp = check(req.send().await.context("cannot reach the server")?).await?;
-    upload.finish_and_clear();
+    let call = Call {
+        body: berth_client::reqwest::Body::wrap_stream(stdin),
+        content_type: args.content_type.clone(),
+        headers: Vec::new(),
+    };
+    let query = args.query.as_deref();
     if args.asynchronous {
-        let v: Value = resp.json().await?;
-        println!("{}", v["id"].as_str().unwrap_or_default());
+        let task = c.submit(&args.name, query, call).await?;
+        upload.finish_and_clear();
+        println!("{}", task.id);
         return Ok(0);
     }
+    let resp = c.invoke(&args.name, query, call).await?;
+    upload.finish_and_clear();
     copy_to_stdout(resp).await?;
     Ok(0)
 }
@@ -382,74 +350,43 @@ pub enum TaskCommand {
 pub async fn task(conn: Conn, cmd: TaskCommand) -> Result<u8> {
     let c = conn.connect()?;
     match cmd {
-        TaskCommand::Get { id } => {
-            print(
-                &c.json(c.request(Method::GET, &format!("/v1/tasks/{id}")))
-                    .await?,
-            )?;
-        }
+        TaskCommand::Get { id } => print(&c.task(&id).await?)?,
         TaskCommand::Wait { id, timeout } => {
             let deadline = tokio::time::Instant::now() + Duration::from_secs(timeout);
             let mut pause = Duration::from_millis(100);
             loop {
-                let v = c
-                    .json(c.request(Method::GET, &format!("/v1/tasks/{id}")))
-                    .await?;
-                let status = v["status"].as_str().unwrap_or_default().to_owned();
-                if !matches!(status.as_str(), "queued" | "running") {
-                    print(&v)?;
-                    return Ok(if status == "succeeded" { 0 } else { 1 });
+                let t = c.task(&id).await?;
+                if t.status.is_terminal() {
+                    print(&t)?;
+                    return Ok(if t.status == berth_contract::TaskStatus::Succeeded {
+                        0
+                    } else {
+                        1
+                    });
                 }
                 if tokio::time::Instant::now() >= deadline {
-                    bail!("task {id} still {status} after {timeout}s");
+                    bail!("task {id} still {} after {timeout}s", t.status);
                 }
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(2));
             }
         }
-        TaskCommand::Output { id } => {
-            let resp = c
-                .request(Method::GET, &format!("/v1/tasks/{id}/output"))
-                .send()
-                .await?;
-            copy_to_stdout(check(resp).await?).await?;
-        }
-        TaskCommand::Logs { id } => {
-            let resp = c
-                .request(Method::GET, &format!("/v1/tasks/{id}/logs"))
-                .send()
-                .await?;
-            copy_to_stdout(check(resp).await?).await?;
-        }
-        TaskCommand::Cancel { id } => {
-            print(
-                &c.json(c.request(Method::DELETE, &format!("/v1/tasks/{id}")))
-                    .await?,
-            )?;
-        }
+        TaskCommand::Output { id } => copy_to_stdout(c.output(&id).await?).await?,
+        TaskCommand::Logs { id } => copy_to_stdout(c.logs(&id).await?).await?,
+        TaskCommand::Cancel { id } => print(&c.cancel(&id).await?)?,
         TaskCommand::List {
             function,
             status,
             limit,
             cursor,
         } => {
-            let mut q: Vec<(&str, String)> = Vec::new();
-            if let Some(f) = function {
-                q.push(("function", f));
-            }
-            if let Some(s) = status {
-                q.push(("status", s));
-            }
-            if let Some(l) = limit {
-                q.push(("limit", l.to_string()));
-            }
-            if let Some(cur) = cursor {
-                q.push(("cursor", cur));
-            }
-            print(
-                &c.json(c.request(Method::GET, "/v1/tasks").query(&q))
-                    .await?,
-            )?;
+            let q = TaskQuery {
+                function,
+                status,
+                limit,
+                cursor,
+            };
+            print(&c.tasks(&q).await?)?;
         }
     }
     Ok(0)
@@ -467,14 +404,14 @@ pub struct LoginArgs {
 /// registry credential.
 pub async fn login(conn: Conn, args: LoginArgs) -> Result<u8> {
     let c = conn.connect()?;
-    let host = registry_host(&c.base)?;
+    let host = registry_host(c.base())?;
     let mut child = tokio::process::Command::new("docker")
         .args(["login", &host, "-u", &args.username, "--password-stdin"])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .context("running docker (is the Docker CLI installed?)")?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(c.key.as_bytes()).await?;
+        stdin.write_all(c.key().as_bytes()).await?;
         stdin.shutdown().await?;
     }
     let status = child.wait().await?;

@@ -1,11 +1,14 @@
 //! `berth`: the all-in-one server (`berth server`) and the client commands.
+//!
+//! Architecture Invariant: this binary is argument parsing and printing.
+//! The server is `berth-server`; the commands speak to it through
+//! `berth-client`.
 
 mod client;
+mod quota_flags;
 mod registry;
 mod server;
 mod tenant;
-
-use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
@@ -67,14 +70,6 @@ enum Command {
     },
 }
 
-/// Where `berth server` keeps its state unless told otherwise.
-pub fn default_data_dir() -> PathBuf {
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."))
-        .join(".berth")
-}
-
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -89,7 +84,13 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => server::run(args).await.map(|()| 0),
+            Command::Server(args) => {
+                server::init_logging();
+                berth_server::run(args.into_config())
+                    .await
+                    .map(|()| 0)
+                    .map_err(anyhow::Error::from)
+            }
             Command::Function { conn, command } => client::function(conn, command).await,
             Command::Invoke { conn, args } => client::invoke(conn, args).await,
             Command::Task { conn, command } => client::task(conn, command).await,

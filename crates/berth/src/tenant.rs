@@ -1,11 +1,11 @@
 //! `berth tenant`: the admin's commands for tenants, their keys and quotas.
 
 use anyhow::Result;
+use berth_contract::CreateTenant;
 use clap::Subcommand;
-use reqwest::Method;
-use serde_json::{Map, Value, json};
 
 use crate::client::{Conn, print};
+use crate::quota_flags::TenantQuotas;
 
 #[derive(Subcommand, Debug)]
 pub enum TenantCommand {
@@ -13,7 +13,7 @@ pub enum TenantCommand {
     Create {
         name: String,
         #[command(flatten)]
-        quotas: QuotaFlags,
+        quotas: TenantQuotas,
     },
     /// List tenants with their quotas and how many keys they hold.
     List,
@@ -27,101 +27,50 @@ pub enum TenantCommand {
     Quota {
         name: String,
         #[command(flatten)]
-        quotas: QuotaFlags,
+        quotas: TenantQuotas,
         /// Drop the tenant's own settings first, back to the defaults.
         #[arg(long)]
         reset: bool,
     },
 }
 
-#[derive(clap::Args, Debug)]
-pub struct QuotaFlags {
-    /// Tasks running at once.
-    #[arg(long)]
-    max_concurrent_tasks: Option<u32>,
-    /// Async tasks waiting at once.
-    #[arg(long)]
-    max_queued_tasks: Option<u32>,
-    /// Largest cpu_millis of a function.
-    #[arg(long)]
-    max_cpu_millis: Option<u32>,
-    /// Largest memory_mb of a function.
-    #[arg(long)]
-    max_memory_mb: Option<u32>,
-    /// Largest timeout_secs of a function.
-    #[arg(long)]
-    max_timeout_secs: Option<u32>,
-    /// Largest request body, in bytes.
-    #[arg(long)]
-    max_body_bytes: Option<u64>,
-}
-
-impl QuotaFlags {
-    fn apply(&self, to: &mut Map<String, Value>) {
-        let set = [
-            (
-                "max_concurrent_tasks",
-                self.max_concurrent_tasks.map(u64::from),
-            ),
-            ("max_queued_tasks", self.max_queued_tasks.map(u64::from)),
-            ("max_cpu_millis", self.max_cpu_millis.map(u64::from)),
-            ("max_memory_mb", self.max_memory_mb.map(u64::from)),
-            ("max_timeout_secs", self.max_timeout_secs.map(u64::from)),
-            ("max_body_bytes", self.max_body_bytes),
-        ];
-        for (name, value) in set {
-            if let Some(v) = value {
-                to.insert(name.to_owned(), json!(v));
-            }
-        }
-    }
-}
-
 pub async fn command(conn: Conn, cmd: TenantCommand) -> Result<u8> {
     let c = conn.connect()?;
-    let path = |name: &str, rest: &str| format!("/v1/tenants/{name}{rest}");
-    let out = match cmd {
+    match cmd {
         TenantCommand::Create { name, quotas } => {
-            let mut q = Map::new();
-            quotas.apply(&mut q);
-            let body = json!({ "name": name, "quotas": q });
             let created = c
-                .json(c.request(Method::POST, "/v1/tenants").json(&body))
+                .create_tenant(&CreateTenant {
+                    name: name.clone(),
+                    quotas: quotas.0,
+                })
                 .await?;
             eprintln!(
                 "berth: tenant created; its API key is shown only now. \
                  Registry login: docker login -u {name} --password-stdin"
             );
-            created
+            print(&created)?;
         }
-        TenantCommand::List => c.json(c.request(Method::GET, "/v1/tenants")).await?,
-        TenantCommand::Get { name } => c.json(c.request(Method::GET, &path(&name, ""))).await?,
-        TenantCommand::RotateKey { name } => {
-            c.json(c.request(Method::POST, &path(&name, "/keys")))
-                .await?
-        }
-        TenantCommand::Revoke { name } => {
-            c.json(c.request(Method::DELETE, &path(&name, "/keys")))
-                .await?
-        }
+        TenantCommand::List => print(&c.tenants().await?)?,
+        TenantCommand::Get { name } => print(&c.tenant(&name).await?)?,
+        TenantCommand::RotateKey { name } => print(&c.rotate_key(&name).await?)?,
+        TenantCommand::Revoke { name } => print(&c.revoke_keys(&name).await?)?,
         TenantCommand::Quota {
             name,
             quotas,
             reset,
         } => {
-            let current = c.json(c.request(Method::GET, &path(&name, ""))).await?;
-            let mut q = match current.get("overrides") {
-                Some(Value::Object(o)) if !reset => o.clone(),
-                _ => Map::new(),
+            let mut q = if reset {
+                Default::default()
+            } else {
+                c.tenant(&name).await?.overrides
             };
-            quotas.apply(&mut q);
-            c.json(
-                c.request(Method::PUT, &path(&name, "/quotas"))
-                    .json(&Value::Object(q)),
-            )
-            .await?
+            for f in berth_core::QUOTA_FIELDS {
+                if let Some(v) = quotas.0.get(f.name) {
+                    q.set(f.name, v)?;
+                }
+            }
+            print(&c.set_quotas(&name, &q).await?)?;
         }
-    };
-    print(&out)?;
+    }
     Ok(0)
 }

@@ -17,7 +17,9 @@
 //!
 //! A waiter counts towards a start once its patience has run out and it is
 //! still waiting (callers that gave up do not count); the pool looks again
-//! when the next waiter's patience runs out.
+//! when the next waiter's patience runs out. An instance is started for
+//! the oldest waiter that counts and that the slots already on the way do
+//! not cover; whichever instance becomes ready serves the oldest waiters.
 //!
 //! The wait is then reported as `queue` (a slot on an instance that was
 //! already running, or that another request caused to start) or `start`
@@ -32,7 +34,6 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
-use super::{Instance, Pool};
 use berth_executor::ExecError;
 
 /// The least patience: re-checks never spin.
@@ -63,6 +64,7 @@ pub(super) struct Served<I> {
 /// A request waiting for a slot.
 pub(super) struct Waiter<I> {
     pub tx: oneshot::Sender<Result<Served<I>, ExecError>>,
+    /// When it joined the queue.
     since: Instant,
     /// From when it counts towards starting another instance.
     due: Instant,
@@ -83,6 +85,16 @@ impl<I> Waiter<I> {
             started_for: None,
         };
         (waiter, rx)
+    }
+
+    /// Whether its caller still waits.
+    pub fn is_live(&self) -> bool {
+        !self.tx.is_closed()
+    }
+
+    /// When it starts to count towards another instance.
+    pub fn due(&self) -> Instant {
+        self.due
     }
 
     /// How its wait divides, served now by an instance ready since
@@ -118,50 +130,29 @@ impl Average {
     }
 }
 
-impl<I: Instance> Pool<I> {
-    /// How long a request joining the queue behind `ahead` others waits
-    /// before it counts towards starting another instance.
-    pub(super) fn patience(&self, ahead: usize) -> Duration {
-        let per = self.settings.concurrency.max(1) as usize;
-        let slots = self.ready.len() * per;
-        if slots < 100000 {
-            return Duration::ZERO;
-        }
-        let most = self
-            .start
-            .get()
-            .unwrap_or(MAX_PATIENCE)
-            .clamp(MIN_PATIENCE, MAX_PATIENCE);
-        let Some(held) = self.held.get() else {
-            return most;
-        };
-        let rounds = u32::try_from(ahead / slots + 1).unwrap_or(u32::MAX);
-        let expected = held.saturating_mul(rounds);
-        if self.start.get().is_some_and(|start| expected >= start) {
-            return Duration::ZERO;
-        }
-        expected.saturating_mul(SLACK).clamp(MIN_PATIENCE, most)
+/// How long a request joining the queue waits before it counts towards
+/// starting another instance, with `slots` busy slots on ready instances,
+/// `ahead` waiters before it, requests holding a slot for `held` and
+/// instances taking `start` to start, on average.
+pub(super) fn patience(
+    slots: usize,
+    ahead: usize,
+    held: Option<Duration>,
+    start: Option<Duration>,
+) -> Duration {
+    if slots == 0 {
+        return Duration::ZERO;
     }
-
-    /// The waiters (by index, oldest first) that count towards starting
-    /// another instance now: every live one when none is ready, else
-    /// those past their patience.
-    pub(super) fn needing(&self, now: Instant) -> Vec<usize> {
-        let cold = self.ready.is_empty();
-        self.waiters
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| !w.tx.is_closed() && (cold || w.due <= now))
-            .map(|(i, _)| i)
-            .collect()
+    let most = start
+        .unwrap_or(MAX_PATIENCE)
+        .clamp(MIN_PATIENCE, MAX_PATIENCE);
+    let Some(held) = held else {
+        return most;
+    };
+    let rounds = u32::try_from(ahead / slots + 1).unwrap_or(u32::MAX);
+    let expected = held.saturating_mul(rounds);
+    if start.is_some_and(|start| expected >= start) {
+        return Duration::ZERO;
     }
-
-    /// When the next live waiter's patience runs out, if one's has not.
-    pub(super) fn next_due(&self, now: Instant) -> Option<Instant> {
-        self.waiters
-            .iter()
-            .filter(|w| !w.tx.is_closed() && w.due > now)
-            .map(|w| w.due)
-            .min()
-    }
+    expected.saturating_mul(SLACK).clamp(MIN_PATIENCE, most)
 }

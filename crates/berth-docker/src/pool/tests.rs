@@ -3,7 +3,9 @@
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
+use async_trait::async_trait;
 use berth_core::{Mode, RequestMeta, TaskId};
+use berth_executor::PoolSettings;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -116,6 +118,15 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
+/// A wait of `queued` ms for a busy or already starting instance and
+/// `start` ms for one started for the request.
+fn wait(queued: u64, start: u64) -> Wait {
+    Wait {
+        queued: ms(queued),
+        start: ms(start),
+    }
+}
+
 async fn settle() {
     for _ in 0..20 {
         tokio::task::yield_now().await;
@@ -181,6 +192,32 @@ async fn a_cold_burst_starts_no_more_than_max_instances() {
     assert_eq!(waits.iter().filter(|w| w.queued >= ms(1000)).count(), 4);
 }
 
+#[test]
+fn patience_follows_the_busy_slots_within_bounds() {
+    let check = |slots, ahead, held: Option<u64>, start: Option<u64>, expected: u64| {
+        let got = queue::patience(slots, ahead, held.map(ms), start.map(ms));
+        assert_eq!(
+            got,
+            ms(expected),
+            "{slots} slots, {ahead} ahead, {held:?}, {start:?}"
+        );
+    };
+    // Cold: counts at once.
+    check(0, 5, Some(5), Some(2000), 0);
+    // Request times unknown: as long as a start, at most a second.
+    check(4, 0, None, Some(100), 100);
+    check(4, 0, None, Some(2000), 1000);
+    check(4, 0, None, None, 1000);
+    // Twice the time the busy slots take to reach the waiter.
+    check(4, 0, Some(5), Some(2000), 10);
+    check(4, 15, Some(5), Some(2000), 40);
+    check(1, 0, Some(0), Some(2000), 1);
+    check(1, 0, Some(800), Some(2000), 1000);
+    // Busy slots slower to free than a start: start at once.
+    check(1, 0, Some(3000), Some(2000), 0);
+    check(4, 40, Some(200), Some(2000), 0);
+}
+
 #[tokio::test(start_paused = true)]
 async fn fast_requests_on_a_busy_instance_start_no_other() {
     // A slow start (a model load, say) and one warm instance with room
@@ -216,7 +253,7 @@ async fn long_requests_start_the_instances_their_waiters_need() {
     // takes, then for the instance started for it.
     assert_eq!(began.elapsed(), ms(200));
     for w in waits {
-        assert_eq!(w, Wait { queued: ms(100), start: ms(100) });
+        assert_eq!(w, wait(100, 100));
     }
 }
 
@@ -240,7 +277,7 @@ async fn a_free_slot_reports_no_wait_and_a_start_for_the_request_reports_start()
     let pools = Pools::new(FakeLauncher::slow(2000));
     let s = spec("f", settings(1, 1, 0));
     let cold = pools.acquire(&s).await.unwrap();
-    assert_eq!(cold.wait, Wait { queued: ms(0), start: ms(2000) });
+    assert_eq!(cold.wait, wait(0, 2000));
     drop(cold);
     let warm = pools.acquire(&s).await.unwrap();
     assert_eq!(warm.wait, Wait::default());
@@ -254,8 +291,7 @@ async fn waiting_for_a_busy_instance_is_queue_not_start() {
     let waiting = call(&pools, &s, ms(0));
     tokio::time::sleep(ms(800)).await;
     drop(busy);
-    let wait = waiting.await.unwrap().unwrap();
-    assert_eq!(wait, Wait { queued: ms(800), start: ms(0) });
+    assert_eq!(waiting.await.unwrap().unwrap(), wait(800, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -265,14 +301,8 @@ async fn joining_a_start_another_request_caused_is_queue() {
     let first = call(&pools, &s, ms(0));
     settle().await;
     let second = call(&pools, &s, ms(0));
-    assert_eq!(
-        first.await.unwrap().unwrap(),
-        Wait { queued: ms(0), start: ms(2000) }
-    );
-    assert_eq!(
-        second.await.unwrap().unwrap(),
-        Wait { queued: ms(2000), start: ms(0) }
-    );
+    assert_eq!(first.await.unwrap().unwrap(), wait(0, 2000));
+    assert_eq!(second.await.unwrap().unwrap(), wait(2000, 0));
     assert_eq!(pools.launcher().launched(), 1);
 }
 
@@ -286,8 +316,7 @@ async fn an_overdue_waiter_served_by_a_freed_slot_reports_queue() {
     // it; the busy slot frees first and serves it.
     tokio::time::sleep(ms(700)).await;
     drop(busy);
-    let wait = waiting.await.unwrap().unwrap();
-    assert_eq!(wait, Wait { queued: ms(700), start: ms(0) });
+    assert_eq!(waiting.await.unwrap().unwrap(), wait(700, 0));
     assert_eq!(pools.launcher().launched(), 1);
     tokio::time::sleep(ms(500)).await;
     assert_eq!(pools.launcher().launched(), 2);

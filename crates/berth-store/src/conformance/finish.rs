@@ -13,7 +13,10 @@ pub async fn a_finish_records_outcome_usage_and_timing(s: &dyn Store) {
     insert(s, &t).await;
     let claimed = s.claim_queued("n", 1, 60_000, &[]).await.unwrap();
     let store_wait = claimed[0].timing.queued_ms;
-    assert!(store_wait.is_some(), "a claim records how long the task queued");
+    assert!(
+        store_wait.is_some(),
+        "a claim records how long the task queued"
+    );
     let usage = Usage {
         cpu_ms: Some(5),
         peak_memory_bytes: Some(1 << 20),
@@ -48,7 +51,10 @@ pub async fn a_finish_records_outcome_usage_and_timing(s: &dyn Store) {
         "the executor's wait adds to the time spent in the store's queue"
     );
     assert_eq!(got.output_bytes, Some(42));
-    assert_eq!(got.input_bytes, t.input_bytes, "a finish keeps the input size");
+    assert_eq!(
+        got.input_bytes, t.input_bytes,
+        "a finish keeps the input size"
+    );
     assert!(got.finished_at >= got.started_at && got.finished_at.is_some());
 
     // A sync call's end need not be durable, but must read back at once.

@@ -131,7 +131,10 @@ pub async fn deleting_a_function_fails_only_its_queued_tasks(s: &dyn Store) {
         Some(ErrorCode::FunctionDeleted),
         "the queued task says why it ended"
     );
-    assert!(failed.finished_at.is_some(), "a failed task has an end time");
+    assert!(
+        failed.finished_at.is_some(),
+        "a failed task has an end time"
+    );
     assert_eq!(
         get(s, &running).await.status,
         TaskStatus::Running,

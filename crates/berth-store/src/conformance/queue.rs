@@ -45,11 +45,17 @@ pub async fn claiming_zero_or_sync_tasks_claims_nothing(s: &dyn Store) {
     insert(s, &a).await;
 
     assert!(
-        s.claim_queued("n", 0, 60_000, &[]).await.unwrap().is_empty(),
+        s.claim_queued("n", 0, 60_000, &[])
+            .await
+            .unwrap()
+            .is_empty(),
         "max = 0 claims nothing"
     );
     let untouched = get(s, &a).await;
-    assert_eq!((untouched.status, untouched.attempt), (TaskStatus::Queued, 0));
+    assert_eq!(
+        (untouched.status, untouched.attempt),
+        (TaskStatus::Queued, 0)
+    );
 
     let claimed = s.claim_queued("n", 10, 60_000, &[]).await.unwrap();
     assert_eq!(ids(&claimed), [a.id], "sync tasks are never claimed");
@@ -83,6 +89,7 @@ pub async fn a_requeued_attempt_counts_and_a_released_one_does_not(s: &dyn Store
     assert!(s.requeue_task(t.id, 1).await.unwrap());
     let queued = get(s, &t).await;
     assert_eq!((queued.status, queued.attempt), (TaskStatus::Queued, 1));
+    assert_eq!(queued.started_at, None, "a requeued task has not started");
     assert!(
         !s.requeue_task(t.id, 1).await.unwrap(),
         "only a running attempt is handed back"
@@ -94,6 +101,7 @@ pub async fn a_requeued_attempt_counts_and_a_released_one_does_not(s: &dyn Store
     assert!(s.release_task(t.id, 2).await.unwrap());
     let queued = get(s, &t).await;
     assert_eq!((queued.status, queued.attempt), (TaskStatus::Queued, 1));
+    assert_eq!(queued.started_at, None, "a released task has not started");
     assert_eq!(
         claim(s, &t, "n", 60_000).await,
         2,
@@ -107,7 +115,14 @@ pub async fn recovery_requeues_then_gives_up(s: &dyn Store) {
     insert(s, &t).await;
     let sync = insert_sync_call(s, "dead").await;
     claim(s, &t, "dead", 60_000).await;
+    // An owner with an empty name is still an owner, not "no owner".
+    let anonymous = insert_sync_call(s, "").await;
 
+    assert_eq!(
+        s.recover(None).await.unwrap(),
+        Recovered::default(),
+        "live leases are left alone"
+    );
     assert_eq!(
         s.recover(Some("alive")).await.unwrap(),
         Recovered::default(),
@@ -121,6 +136,10 @@ pub async fn recovery_requeues_then_gives_up(s: &dyn Store) {
     assert_eq!(lost.error.map(|e| e.code), Some(ErrorCode::Lost));
     let requeued = get(s, &t).await;
     assert_eq!((requeued.status, requeued.attempt), (TaskStatus::Queued, 1));
+    assert_eq!(
+        requeued.started_at, None,
+        "a task back in the queue has not started"
+    );
 
     // Second attempt also lost, by lease expiry this time (a negative lease
     // has lapsed already): out of attempts.
@@ -138,6 +157,7 @@ pub async fn recovery_requeues_then_gives_up(s: &dyn Store) {
     assert_eq!(t.error.map(|e| e.code), Some(ErrorCode::Lost));
     assert!(t.finished_at.is_some());
     assert_eq!(s.recover(None).await.unwrap(), Recovered::default());
+    assert_eq!(get(s, &anonymous).await.status, TaskStatus::Running);
 }
 
 /// Only the node holding a task may keep it: a renewal by anyone else, or

@@ -112,10 +112,8 @@ where
         let (a, b) = (Arc::clone(&a), Arc::clone(&b));
         races.spawn(async move {
             let done = finish(Outcome::succeeded());
-            let (finished, cancel) = tokio::join!(
-                a.finish_task(t.id, 1, &done),
-                b.cancel_task(TENANT, t.id)
-            );
+            let (finished, cancel) =
+                tokio::join!(a.finish_task(t.id, 1, &done), b.cancel_task(TENANT, t.id));
             (t, finished.unwrap(), cancel.unwrap())
         });
     }

@@ -95,9 +95,8 @@ pub async fn count_tasks_counts_one_tenant_in_one_status(s: &dyn Store) {
             .await
             .unwrap()
     );
-    let count = |tenant: &'static str, status| async move {
-        s.count_tasks(tenant, status).await.unwrap()
-    };
+    let count =
+        |tenant: &'static str, status| async move { s.count_tasks(tenant, status).await.unwrap() };
     assert_eq!(count(TENANT, TaskStatus::Queued).await, 1);
     assert_eq!(count(TENANT, TaskStatus::Running).await, 1);
     assert_eq!(count(TENANT, TaskStatus::Succeeded).await, 1);
@@ -123,7 +122,10 @@ pub async fn idempotency_keys_return_the_first_task(s: &dyn Store) {
     match s.insert_task_idempotent(&again, "k1", "d2").await.unwrap() {
         Idempotent::Existing { task, same_request } => {
             assert_eq!(task.id, first.id);
-            assert!(!same_request, "another request under a used key is told apart");
+            assert!(
+                !same_request,
+                "another request under a used key is told apart"
+            );
         }
         other => panic!("expected a conflict, got {other:?}"),
     }

@@ -1,7 +1,8 @@
-//! The SQLite store's tests: the whole conformance suite (see
-//! [`crate::conformance`]), each case on a fresh in-memory database and the
-//! cases needing two handles on a temp-file database, plus what only SQLite
-//! has (a file that outlives its handle, two pools over one file).
+//! The SQLite store's tests. The whole conformance suite (see
+//! [`crate::conformance`]) runs twice: each case on a fresh in-memory
+//! database (the cases needing two handles on a temp file), then every case
+//! on a temp file. Below it, only what SQLite alone has: a file that
+//! outlives its handle, two pools over one file.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -15,7 +16,7 @@ type Opening = Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>>;
 /// on it, as a second server process would. The directory lives as long as
 /// the factory, which the case holds to its end.
 fn one_file() -> impl Fn() -> Opening {
-    let dir = Arc::new(tempfile::tempdir().expect("create a temp dir"));
+    let dir = tempfile::tempdir().expect("create a temp dir");
     move || {
         let path = dir.path().join("berth.db");
         Box::pin(async move {
@@ -29,6 +30,14 @@ crate::conformance_tests!(
     store: SqliteStore::in_memory().await.expect("open an in-memory database"),
     handles: one_file(),
 );
+
+/// The suite again on a file, where the relaxed pool is a pool of its own
+/// and the WAL is real: the configuration a server runs.
+mod on_file {
+    use super::one_file;
+
+    crate::conformance_tests!(handles: one_file());
+}
 
 fn task(kind: TaskKind) -> TaskRecord {
     TaskRecord::new("t", "f", 1, kind, RequestMeta::default())
@@ -57,7 +66,15 @@ async fn reopening_the_file_keeps_every_record() {
         s.tenant_for_key(&[1; 32]).await.unwrap().as_deref(),
         Some("t")
     );
-    assert_eq!(s.get_function("t", "f").await.unwrap().unwrap().latest.version, 1);
+    assert_eq!(
+        s.get_function("t", "f")
+            .await
+            .unwrap()
+            .unwrap()
+            .latest
+            .version,
+        1
+    );
     assert_eq!(s.get_task("t", queued.id).await.unwrap(), Some(queued));
 }
 
@@ -79,7 +96,9 @@ async fn each_in_memory_store_is_its_own_database() {
 #[tokio::test]
 async fn the_relaxed_pool_and_the_durable_one_see_each_other() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStore::open(&dir.path().join("berth.db")).await.unwrap();
+    let s = SqliteStore::open(&dir.path().join("berth.db"))
+        .await
+        .unwrap();
     let mut call = task(TaskKind::Sync);
     call.status = TaskStatus::Running;
     call.attempt = 1;

@@ -53,7 +53,7 @@ async fn cli_deploys_invokes_and_follows_tasks() {
             "SUFFIX=!",
             "--max-instances",
             "3",
-            "--command",
+            "--",
             "/bin/sh",
             "-c",
             "tr a-z A-Z; printf \"$SUFFIX\"; echo working >&2",

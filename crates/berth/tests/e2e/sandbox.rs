@@ -87,7 +87,7 @@ if dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null; then echo "tmp: unb
             BUSYBOX,
             "--run-as-root",
         ])
-        .args(["--command", "/bin/sh", "-c", "id -u"])
+        .args(["--", "/bin/sh", "-c", "id -u"])
         .env("BERTH_DATA_DIR", server.data_dir())
         .env_remove("BERTH_URL")
         .env_remove("BERTH_API_KEY")

@@ -1,0 +1,256 @@
+//! Starting the all-in-one server: store, executor, TaskManager, registry
+//! and HTTP, in the order each needs the others; and stopping them in the
+//! reverse order.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_api::AppState;
+use berth_core::Quotas;
+use berth_docker::{DockerConfig, DockerExecutor, PullCredentials};
+use berth_executor::Executor;
+use berth_registry::{GcOptions, Registry};
+use berth_scheduler::TaskManager;
+use berth_store::{Payloads, SqliteStore, Store};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::ServerError;
+use crate::agent::find_agent;
+use crate::data_dir::{self, ENDPOINT_FILE, write_private};
+use crate::registry::{KeyAuthenticator, PullCredential, RegistryAdmission, registry_root};
+
+/// Everything `berth server` can be told; the binary fills it from flags
+/// and the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Database, task payloads, registry, admin key.
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    /// Async tasks this server runs at once.
+    pub async_concurrency: usize,
+    /// Containers the local executor runs at once (sync and async).
+    pub max_containers: usize,
+    pub max_async_input_bytes: u64,
+    /// How long a claimed async task's lease lasts without renewal.
+    pub lease: Duration,
+    /// What running async tasks get to finish at shutdown before they are
+    /// handed back to the queue.
+    pub shutdown_grace: Duration,
+    /// How long finished tasks (status, output, logs) are kept.
+    pub retention: Duration,
+    /// The static agent warm instances run; `None`: look beside this
+    /// executable.
+    pub agent: Option<PathBuf>,
+    /// Between registry garbage collections; `None`: never.
+    pub registry_gc_every: Option<Duration>,
+    /// A task's stored stderr is cut here; the start is kept.
+    pub max_log_bytes: u64,
+    /// The engine's OCI runtime for function containers (e.g. `runsc`).
+    pub runtime: Option<String>,
+    /// Every tenant's quotas unless the admin sets its own.
+    pub quotas: Quotas,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: data_dir::default_data_dir(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            async_concurrency: 4,
+            max_containers: 32,
+            max_async_input_bytes: 256 * 1024 * 1024,
+            lease: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            retention: Duration::from_secs(168 * 3600),
+            agent: None,
+            registry_gc_every: Some(Duration::from_secs(3600)),
+            max_log_bytes: 1024 * 1024,
+            runtime: None,
+            quotas: Quotas::default(),
+        }
+    }
+}
+
+/// Runs the server until SIGTERM or Ctrl-C, then stops it cleanly: no new
+/// work, running async tasks get their grace, the rest go back to the
+/// queue, and no container of this node is left behind.
+pub async fn run(cfg: Config) -> Result<(), ServerError> {
+    raise_nofile_limit();
+    cfg.quotas
+        .as_overrides()
+        .validate()
+        .map_err(|e| ServerError::Config(format!("default quotas: {e}")))?;
+    let data_dir = cfg.data_dir.clone();
+    data_dir::prepare(&data_dir)?;
+    let node_id = data_dir::node_id(&data_dir)?;
+
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("berth.db")).await?);
+    let (admin_key, new_key) = data_dir::admin_key(&data_dir)?;
+
+    let agent = find_agent(cfg.agent.clone());
+    match &agent {
+        Some(p) => info!(agent = %p.display(), "warm instances enabled"),
+        None => warn!("no berth-agent found: only mode \"fresh\" functions can run (see --agent)"),
+    }
+    // Bound before anything else: the engine pulls function images from
+    // this very address.
+    let listener = tokio::net::TcpListener::bind(cfg.listen)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: cfg.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let loopback = SocketAddr::new(
+        if addr.ip().is_unspecified() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            addr.ip()
+        },
+        addr.port(),
+    );
+    let executor = DockerExecutor::new(DockerConfig {
+        node_id: node_id.clone(),
+        boot_id: hex::encode(rand::random::<[u8; 8]>()),
+        max_containers: cfg.max_containers,
+        agent,
+        run_dir: data_dir.join("run"),
+        runtime: cfg.runtime.clone().filter(|r| !r.is_empty()),
+        ..DockerConfig::default()
+    });
+    let pull = PullCredential::generate();
+    executor.set_pull_credentials(PullCredentials {
+        server: loopback.to_string(),
+        username: pull.username.clone(),
+        password: pull.password.clone(),
+    });
+    let executors: Vec<Arc<dyn Executor>> = vec![Arc::new(executor)];
+
+    let sched = berth_scheduler::Config {
+        node_id: node_id.clone(),
+        async_concurrency: cfg.async_concurrency.max(1),
+        lease: cfg.lease.max(Duration::from_secs(3)),
+        max_async_input_bytes: cfg.max_async_input_bytes,
+        max_log_bytes: cfg.max_log_bytes,
+        retention: cfg.retention,
+        quotas: cfg.quotas,
+        ..berth_scheduler::Config::default()
+    };
+    let tasks = TaskManager::new(
+        Arc::clone(&store),
+        Payloads::new(data_dir.join("tasks")),
+        executors,
+        sched,
+    );
+    tasks.set_admin_key(&admin_key).await?;
+    if new_key {
+        data_dir::announce_new_key(&data_dir, &admin_key);
+    }
+    if let Err(e) = tasks.recover_at_start().await {
+        warn!(error = %e, "start-up recovery incomplete");
+    }
+    {
+        // Warming up must not delay serving.
+        let tasks = Arc::clone(&tasks);
+        tokio::spawn(async move {
+            if let Err(e) = tasks.prepare_all().await {
+                warn!(error = %e, "could not warm up functions with min_instances");
+            }
+        });
+    }
+    let shutdown = CancellationToken::new();
+    tasks.spawn_background(shutdown.clone());
+
+    let registry_auth = Arc::new(KeyAuthenticator::new(&pull));
+    registry_auth.set_tasks(Arc::clone(&tasks));
+    let registry = Arc::new(Registry::open(
+        berth_registry::Config::new(registry_root(&data_dir)),
+        registry_auth,
+    )?);
+    if let Some(every) = cfg.registry_gc_every {
+        berth_registry::spawn_maintenance(
+            Arc::clone(&registry),
+            every,
+            GcOptions::default(),
+            shutdown.clone(),
+        );
+    }
+    tasks.set_image_admission(Arc::new(RegistryAdmission {
+        registry: Arc::clone(&registry),
+        pull_host: loopback.to_string(),
+        aliases: vec![
+            addr.to_string(),
+            loopback.to_string(),
+            format!("localhost:{}", addr.port()),
+        ],
+    }));
+
+    // The registry's routes carry their own (absent) body limit: image
+    // layers are streamed to disk whatever their size.
+    let app = berth_api::router(AppState {
+        tasks: Arc::clone(&tasks),
+    })
+    .merge(berth_registry::router(registry));
+    let url = format!("http://{addr}");
+    write_private(&data_dir.join(ENDPOINT_FILE), &format!("{url}\n"))?;
+    info!(%url, data_dir = %data_dir.display(), node = %node_id, "berth server listening");
+    eprintln!("berth: listening on {url}");
+
+    let grace = cfg.shutdown_grace;
+    let draining = {
+        let (tasks, shutdown) = (Arc::clone(&tasks), shutdown.clone());
+        tokio::spawn(async move {
+            shutdown.cancelled().await;
+            tasks.drain(grace).await;
+        })
+    };
+    // In-flight sync calls are drained by the HTTP server itself.
+    axum::serve(listener, app)
+        .with_graceful_shutdown(signal(shutdown.clone()))
+        .await
+        .map_err(ServerError::Serve)?;
+    shutdown.cancel();
+    let _ = draining.await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Every connection and every call in flight holds descriptors; the usual
+/// soft limit of 1024 would turn a burst of callers into accept errors, so
+/// the server takes what the hard limit allows, as servers commonly do.
+fn raise_nofile_limit() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let below_hard = match (limit.current, limit.maximum) {
+        (Some(soft), Some(hard)) => soft < hard,
+        (Some(_), None) => true,
+        (None, _) => false,
+    };
+    if !below_hard {
+        return;
+    }
+    let raised = Rlimit {
+        current: limit.maximum,
+        maximum: limit.maximum,
+    };
+    if let Err(e) = setrlimit(Resource::Nofile, raised) {
+        warn!(error = %e, "could not raise the open file limit");
+    }
+}
+
+async fn signal(shutdown: CancellationToken) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    info!("shutting down: no new work is taken; running work gets its grace period");
+    shutdown.cancel();
+}
