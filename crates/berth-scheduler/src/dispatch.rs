@@ -109,8 +109,17 @@ impl TaskManager {
             }
             Err(e) => warn!(task = %id, error = %e, "could not re-read task; running it"),
         }
-        let result = self.attempt(task, cancel).await;
+        let result = self.attempt(task, cancel.clone()).await;
         self.untrack(id);
+        // Whoever fired the token wrote the task's state first: a cancel
+        // (cancelled), or a drain (back to the queue with this attempt
+        // uncounted, so the same attempt number may be claimed again at
+        // once, by another replica). Either way this attempt's end is
+        // nobody's to record, and the attempt number cannot tell.
+        if cancel.is_cancelled() {
+            debug!(task = %id, attempt, "attempt was cancelled or handed back; result discarded");
+            return;
+        }
         let finish = match result {
             Ok(finish) => finish,
             Err(Unfinished::Lost(error)) if attempt < task.max_attempts => {

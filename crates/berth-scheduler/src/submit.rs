@@ -39,7 +39,13 @@ impl TaskManager {
             return Err(SchedError::InputTooLarge(limit));
         }
         let queued = self.store.count_tasks(tenant, TaskStatus::Queued).await?;
-        if queued >= i64::from(q.max_queued_tasks) {
+        // A retry of an accepted submission is answered with its task
+        // whatever the queue holds now (its own task may be what fills it).
+        let replay = match idempotency_key {
+            Some(key) => self.store.idempotency_key_used(tenant, key).await?,
+            None => false,
+        };
+        if queued >= i64::from(q.max_queued_tasks) && !replay {
             return Err(SchedError::QuotaExceeded(format!(
                 "tenant {tenant:?} already has {queued} tasks queued, its max_queued_tasks quota"
             )));

@@ -7,7 +7,7 @@
 //! is compiled for its tests) and runs the whole suite from its test
 //! module in one line:
 //!
-//! ```ignore
+//! ```text
 //! berth_store::conformance_tests!(store: fresh_store().await, handles: fresh_database());
 //! ```
 //!

@@ -158,6 +158,10 @@ pub trait Store: Send + Sync + 'static {
         key: &str,
         digest: &str,
     ) -> Result<Idempotent>;
+    /// Whether the tenant already submitted a task under this key: a retry
+    /// of an accepted submission is answered even when the tenant's queue
+    /// is full.
+    async fn idempotency_key_used(&self, tenant: &str, key: &str) -> Result<bool>;
     async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>>;
     async fn list_tasks(&self, tenant: &str, filter: &TaskFilter) -> Result<TaskPage>;
     /// Cheapest round trip that proves the store answers (readiness).

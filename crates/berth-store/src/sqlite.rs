@@ -556,6 +556,16 @@ impl Store for SqliteStore {
         )))
     }
 
+    async fn idempotency_key_used(&self, tenant: &str, key: &str) -> Result<bool> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM tasks WHERE tenant = ? AND idempotency_key = ?")
+                .bind(tenant)
+                .bind(key)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
     async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>> {
         let row = sqlx::query(AssertSqlSafe(format!(
             "SELECT {TASK_COLUMNS} FROM tasks WHERE id = ? AND tenant = ?"

@@ -106,11 +106,14 @@ pub async fn count_tasks_counts_one_tenant_in_one_status(s: &dyn Store) {
 }
 
 pub async fn idempotency_keys_return_the_first_task(s: &dyn Store) {
+    assert!(!s.idempotency_key_used(TENANT, "k1").await.unwrap());
     let first = task("f", TaskKind::Async);
     assert!(matches!(
         s.insert_task_idempotent(&first, "k1", "d1").await.unwrap(),
         Idempotent::Inserted
     ));
+    assert!(s.idempotency_key_used(TENANT, "k1").await.unwrap());
+    assert!(!s.idempotency_key_used("u", "k1").await.unwrap(), "keys are per tenant");
     let again = task("f", TaskKind::Async);
     match s.insert_task_idempotent(&again, "k1", "d1").await.unwrap() {
         Idempotent::Existing { task, same_request } => {
