@@ -17,9 +17,9 @@ use std::process::{ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use berth_contract::{FunctionConfig, Mode};
 use bytes::Bytes;
 use clap::Parser;
-use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::client::{Conn, Series, Target};
@@ -168,7 +168,7 @@ async fn run(args: &Args) -> Result<String> {
     let baseline = echo::start().await?;
     let mut server = BerthServer::start(&berth, &agent, MAX_CONTAINERS).await?;
     progress(format!("berth server up on {}", server.addr));
-    let results = match measure(args, &mut server, baseline, &image_ops).await {
+    let results = match measure(args, &server, baseline, &image_ops).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("--- berth server log (tail) ---\n{}", server.log_tail(30));
@@ -181,7 +181,7 @@ async fn run(args: &Args) -> Result<String> {
 
 async fn measure(
     args: &Args,
-    server: &mut BerthServer,
+    server: &BerthServer,
     baseline: std::net::SocketAddr,
     image_ops: &std::path::Path,
 ) -> Result<Results> {
@@ -219,6 +219,21 @@ fn small_body() -> Bytes {
     )
 }
 
+/// A function of `image` with every other setting at its default.
+fn function(image: &str) -> Result<FunctionConfig> {
+    Ok(serde_json::from_value(
+        serde_json::json!({ "image": image }),
+    )?)
+}
+
+/// A busybox function that echoes its input.
+fn cat() -> Result<FunctionConfig> {
+    Ok(FunctionConfig {
+        command: Some(vec!["/bin/cat".into()]),
+        ..function(BUSYBOX)?
+    })
+}
+
 fn invoke_target(server: &BerthServer, name: &str, query: &str) -> Result<Target> {
     let path = if query.is_empty() {
         format!("/v1/functions/{name}/invoke")
@@ -230,21 +245,21 @@ fn invoke_target(server: &BerthServer, name: &str, query: &str) -> Result<Target
 
 async fn warm_path(
     args: &Args,
-    server: &mut BerthServer,
+    server: &BerthServer,
     baseline: std::net::SocketAddr,
 ) -> Result<Warm> {
-    server
-        .deploy(
-            "bench-exec",
-            json!({"image": BUSYBOX, "command": ["/bin/cat"], "concurrency": 16, "max_instances": 2}),
-        )
-        .await?;
-    server
-        .deploy(
-            "bench-http",
-            json!({"image": ECHO_HTTP, "mode": "http", "concurrency": 64}),
-        )
-        .await?;
+    let exec = FunctionConfig {
+        concurrency: 16,
+        max_instances: 2,
+        ..cat()?
+    };
+    server.deploy("bench-exec", &exec).await?;
+    let http = FunctionConfig {
+        mode: Mode::Http,
+        concurrency: 64,
+        ..function(ECHO_HTTP)?
+    };
+    server.deploy("bench-http", &http).await?;
     let base = Target::new(baseline, "/echo", None)?;
     let exec = invoke_target(server, "bench-exec", "")?;
     let http = invoke_target(server, "bench-http", "")?;
@@ -267,7 +282,7 @@ async fn warm_path(
 
 async fn throughput(
     args: &Args,
-    server: &mut BerthServer,
+    server: &BerthServer,
     baseline: std::net::SocketAddr,
 ) -> Result<Vec<Level>> {
     let base = Target::new(baseline, "/echo", None)?;
@@ -300,7 +315,7 @@ async fn throughput(
     Ok(levels)
 }
 
-async fn cold_starts(args: &Args, server: &mut BerthServer) -> Result<Cold> {
+async fn cold_starts(args: &Args, server: &BerthServer) -> Result<Cold> {
     let n = args.cold_samples;
     let input = COLD_INPUT;
 
@@ -330,12 +345,11 @@ async fn cold_starts(args: &Args, server: &mut BerthServer) -> Result<Cold> {
     }
 
     progress(format!("cold start: fresh mode, {n} calls (+1 unmeasured)"));
-    server
-        .deploy(
-            "bench-fresh",
-            json!({"image": BUSYBOX, "command": ["/bin/cat"], "mode": "fresh"}),
-        )
-        .await?;
+    let fresh_cat = FunctionConfig {
+        mode: Mode::Fresh,
+        ..cat()?
+    };
+    server.deploy("bench-fresh", &fresh_cat).await?;
     let target = invoke_target(server, "bench-fresh", "")?;
     let mut conn = Conn::open(server.addr).await?;
     let mut fresh = Series::default();
@@ -351,12 +365,11 @@ async fn cold_starts(args: &Args, server: &mut BerthServer) -> Result<Cold> {
     progress(format!(
         "cold start: exec mode after scale to zero, {n} calls (+1 unmeasured; ~3 s each)"
     ));
-    server
-        .deploy(
-            "bench-cold",
-            json!({"image": BUSYBOX, "command": ["/bin/cat"], "idle_timeout_secs": 1}),
-        )
-        .await?;
+    let cold_cat = FunctionConfig {
+        idle_timeout_secs: 1,
+        ..cat()?
+    };
+    server.deploy("bench-cold", &cold_cat).await?;
     let target = invoke_target(server, "bench-cold", "")?;
     let mut exec = Series::default();
     for i in 0..=n {
@@ -380,7 +393,7 @@ async fn cold_starts(args: &Args, server: &mut BerthServer) -> Result<Cold> {
 
 async fn thumbnails(
     args: &Args,
-    server: &mut BerthServer,
+    server: &BerthServer,
     image_ops: &std::path::Path,
 ) -> Result<Thumbnails> {
     let n = args.image_samples;
@@ -421,19 +434,20 @@ async fn thumbnails(
     progress(format!(
         "thumbnails: warm exec mode, {n} calls (+2 unmeasured)"
     ));
-    server
-        .deploy("bench-thumb", json!({"image": IMAGE_OPS, "memory_mb": 512}))
-        .await?;
+    let image_ops_fn = FunctionConfig {
+        memory_mb: 512,
+        ..function(IMAGE_OPS)?
+    };
+    server.deploy("bench-thumb", &image_ops_fn).await?;
     let warm = thumbnail_calls(server, "bench-thumb", &photo, 2, n).await?;
     server.delete("bench-thumb").await?;
 
     progress(format!("thumbnails: fresh mode, {n} calls (+1 unmeasured)"));
-    server
-        .deploy(
-            "bench-thumb-fresh",
-            json!({"image": IMAGE_OPS, "mode": "fresh", "memory_mb": 512}),
-        )
-        .await?;
+    let thumb_fresh = FunctionConfig {
+        mode: Mode::Fresh,
+        ..image_ops_fn
+    };
+    server.deploy("bench-thumb-fresh", &thumb_fresh).await?;
     let fresh = thumbnail_calls(server, "bench-thumb-fresh", &photo, 1, n).await?;
     server.delete("bench-thumb-fresh").await?;
 

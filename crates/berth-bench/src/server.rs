@@ -8,12 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use bytes::Bytes;
-use hyper::Method;
-use hyper::header::HeaderValue;
-use serde_json::Value;
-
-use crate::client::{Conn, Reply};
+use berth_client::Client;
+use berth_client::reqwest::Method;
+use berth_contract::{Deployed, FunctionConfig};
 
 /// Longest the server may take to come up or to stop on SIGTERM; past it
 /// something is broken, not slow.
@@ -25,8 +22,9 @@ pub struct BerthServer {
     pub addr: SocketAddr,
     pub key: String,
     node: String,
-    auth: HeaderValue,
-    admin: Option<Conn>,
+    /// The typed client of the v1 contract, as the admin: for everything
+    /// but the measured calls, which go through `crate::client`.
+    admin: Option<Client>,
 }
 
 impl BerthServer {
@@ -54,7 +52,6 @@ impl BerthServer {
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             key: String::new(),
             node: String::new(),
-            auth: HeaderValue::from_static(""),
             admin: None,
         };
         let begun = Instant::now();
@@ -87,13 +84,12 @@ impl BerthServer {
                 .with_context(|| format!("{name} in the data directory"))
         };
         let (key, node) = (read("admin.key")?, read("node-id")?);
-        server.auth = HeaderValue::from_str(&format!("Bearer {key}"))?;
+        let admin = Client::new(&url, &key)?;
         server.key = key;
         server.node = node;
-        server.admin = Some(Conn::open(server.addr).await?);
         loop {
-            let r = server.call(Method::GET, "/healthz", None).await;
-            if r.as_ref().is_ok_and(|r| r.status.is_success()) {
+            let healthz = admin.request(Method::GET, &["healthz"])?;
+            if admin.send(healthz).await.is_ok() {
                 break;
             }
             if begun.elapsed() > PATIENCE {
@@ -101,6 +97,7 @@ impl BerthServer {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        server.admin = Some(admin);
         Ok(server)
     }
 
@@ -112,22 +109,15 @@ impl BerthServer {
         log_tail(self.dir.path(), lines)
     }
 
-    async fn call(&mut self, method: Method, path: &str, json: Option<&Value>) -> Result<Reply> {
-        let body = json.map(|v| Bytes::from(v.to_string())).unwrap_or_default();
-        let auth = self.auth.clone();
-        let Some(admin) = self.admin.as_mut() else {
-            bail!("berth server is not up");
-        };
-        admin
-            .request(method, path, Some(&auth), "application/json", body)
-            .await
+    fn admin(&self) -> Result<&Client> {
+        self.admin.as_ref().context("berth server is not up")
     }
 
-    pub async fn deploy(&mut self, name: &str, config: Value) -> Result<()> {
-        let reply = self
-            .call(Method::PUT, &format!("/v1/functions/{name}"), Some(&config))
-            .await?;
-        reply.ensure_ok(&format!("deploying {name}"))
+    pub async fn deploy(&self, name: &str, config: &FunctionConfig) -> Result<Deployed> {
+        self.admin()?
+            .deploy(name, config)
+            .await
+            .with_context(|| format!("deploying {name}"))
     }
 
     /// Deletes the function and stops its instances at once, so one
@@ -135,11 +125,11 @@ impl BerthServer {
     /// phase's samples (a deleted function's idle instances would
     /// otherwise wait out their idle timeout). The server notices its
     /// instances die and removes them itself.
-    pub async fn delete(&mut self, name: &str) -> Result<()> {
-        let reply = self
-            .call(Method::DELETE, &format!("/v1/functions/{name}"), None)
-            .await?;
-        reply.ensure_ok(&format!("deleting {name}"))?;
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        self.admin()?
+            .delete_function(name)
+            .await
+            .with_context(|| format!("deleting {name}"))?;
         let ids = self.containers_of(name)?;
         if !ids.is_empty() {
             let _ = Command::new("docker")

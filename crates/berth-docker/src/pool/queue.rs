@@ -15,9 +15,14 @@
 //!   promptly. Unknown request times count as that upper bound. When the
 //!   expected wait is already longer than a start, a start is due at once.
 //!
-//! A waiter counts towards a start once its patience has run out and it is
-//! still waiting (callers that gave up do not count); the pool looks again
-//! when the next waiter's patience runs out. An instance is started for
+//! A waiter counts towards a start once its patience has run out, it is
+//! still waiting (callers that gave up do not count), and a start could
+//! still help it: when both averages are known, the busy slots ahead of it
+//! must be expected to take at least as long as a start, measured from
+//! where it stands in the queue now. Otherwise (a slow machine made the
+//! first estimate short, say) its patience is renewed and the pool looks
+//! again later. The pool looks again when the next waiter's patience runs
+//! out. An instance is started for
 //! the oldest waiter that counts and that the slots already on the way do
 //! not cover; whichever instance becomes ready serves the oldest waiters.
 //!
@@ -97,6 +102,11 @@ impl<I> Waiter<I> {
         self.due
     }
 
+    /// Waits `patience` more before counting again.
+    pub fn renew(&mut self, now: Instant, patience: Duration) {
+        self.due = now + patience.max(MIN_PATIENCE);
+    }
+
     /// How its wait divides, served now by an instance ready since
     /// `ready_at`.
     pub fn wait(&self, ready_at: Instant, now: Instant) -> Wait {
@@ -128,6 +138,26 @@ impl Average {
     pub fn get(self) -> Option<Duration> {
         self.0
     }
+}
+
+/// Whether starting an instance now could serve a waiter with `ahead`
+/// live waiters before it sooner than the `slots` busy slots will: only
+/// when the rounds of requests ahead are expected to take at least a
+/// start. Unknown averages give the start the benefit of the doubt.
+pub(super) fn start_would_help(
+    slots: usize,
+    ahead: usize,
+    held: Option<Duration>,
+    start: Option<Duration>,
+) -> bool {
+    let (Some(held), Some(start)) = (held, start) else {
+        return true;
+    };
+    if slots == 0 {
+        return true;
+    }
+    let rounds = u32::try_from(ahead / slots + 1).unwrap_or(u32::MAX);
+    held.saturating_mul(rounds) >= start
 }
 
 /// How long a request joining the queue waits before it counts towards

@@ -240,6 +240,25 @@ async fn fast_requests_on_a_busy_instance_start_no_other() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn requests_slower_than_estimated_still_start_nothing_a_start_cannot_beat() {
+    // As on a loaded machine: the averages say 5 ms a request, then the
+    // requests take eight times that, so waiters outlive their patience;
+    // but the 16 behind 4 busy slots are still served long before a 2 s
+    // start could serve them.
+    let pools = Pools::new(FakeLauncher::slow(2000));
+    let mut st = settings(4, 10, 20);
+    st.min_instances = 1;
+    let s = spec("f", st);
+    pools.prepare(&s);
+    tokio::time::sleep(ms(3000)).await;
+    all((0..8).map(|_| call(&pools, &s, ms(5))).collect()).await;
+    let waits = all((0..20).map(|_| call(&pools, &s, ms(40))).collect()).await;
+    assert!(waits.iter().all(|w| w.start.is_zero()), "{waits:?}");
+    tokio::time::sleep(ms(5000)).await;
+    assert_eq!(pools.launcher().launched(), 1);
+}
+
+#[tokio::test(start_paused = true)]
 async fn long_requests_start_the_instances_their_waiters_need() {
     let pools = Pools::new(FakeLauncher::slow(100));
     let s = spec("f", settings(1, 4, 0));

@@ -135,15 +135,30 @@ impl<I: Instance> Pool<I> {
 
     /// The waiters (by index, oldest first) that count towards starting
     /// another instance now: every live one when none is ready, else
-    /// those past their patience.
-    pub fn needing(&self, now: Instant) -> Vec<usize> {
+    /// those past their patience that a start could still help (see
+    /// [`queue::start_would_help`]); the others past theirs wait anew.
+    pub fn needing(&mut self, now: Instant) -> Vec<usize> {
         let cold = self.ready.is_empty();
-        self.waiters
-            .iter()
-            .enumerate()
-            .filter(|(_, w)| w.is_live() && (cold || w.due() <= now))
-            .map(|(i, _)| i)
-            .collect()
+        let slots = self.ready.len() * self.settings.concurrency.max(1) as usize;
+        let (held, start) = (self.held.get(), self.start.get());
+        let mut out = Vec::new();
+        let mut ahead = 0;
+        for (i, w) in self.waiters.iter_mut().enumerate() {
+            if !w.is_live() {
+                continue;
+            }
+            if cold {
+                out.push(i);
+            } else if w.due() <= now {
+                if queue::start_would_help(slots, ahead, held, start) {
+                    out.push(i);
+                } else {
+                    w.renew(now, queue::patience(slots, ahead, held, start));
+                }
+            }
+            ahead += 1;
+        }
+        out
     }
 
     /// When the next live waiter's patience runs out, if one's has not.

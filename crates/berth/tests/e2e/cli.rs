@@ -1,7 +1,11 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use serde_json::Value;
+use berth_contract::{
+    CreatedTenant, Deployed, Mode, QuotaOverrides, RotatedKey, Task, TaskList, TaskStatus, Tenant,
+    TenantList,
+};
+use serde::de::DeserializeOwned;
 
 use crate::harness::{BUSYBOX, Server};
 
@@ -34,10 +38,16 @@ fn ok(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// What a successful command printed, read as the contract's type.
+fn parsed<T: DeserializeOwned>(out: Output) -> T {
+    let text = ok(out);
+    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}"))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_deploys_invokes_and_follows_tasks() {
     let server = Server::start().await;
-    let deployed: Value = serde_json::from_str(&ok(berth(
+    let deployed: Deployed = parsed(berth(
         &server,
         &[
             "fn",
@@ -59,30 +69,28 @@ async fn cli_deploys_invokes_and_follows_tasks() {
             "tr a-z A-Z; printf \"$SUFFIX\"; echo working >&2",
         ],
         b"",
-    )))
-    .unwrap();
-    assert_eq!(deployed["version"], 1);
-    assert_eq!(deployed["latest"]["memory_mb"], 32);
-    assert_eq!(deployed["latest"]["max_instances"], 3);
-    assert_eq!(deployed["latest"]["mode"], "exec");
+    ));
+    let latest = &deployed.function.latest.config;
+    assert_eq!(deployed.version, 1);
+    assert_eq!(latest.memory_mb, 32);
+    assert_eq!(latest.max_instances, 3);
+    assert_eq!(latest.mode, Mode::Exec);
 
     let out = ok(berth(&server, &["invoke", "shout"], b"hello"));
     assert_eq!(out, "HELLO!");
 
     let id = ok(berth(&server, &["invoke", "shout", "--async"], b"later"));
     let id = id.trim();
-    let waited: Value =
-        serde_json::from_str(&ok(berth(&server, &["task", "wait", id], b""))).unwrap();
-    assert_eq!(waited["status"], "succeeded");
+    let waited: Task = parsed(berth(&server, &["task", "wait", id], b""));
+    assert_eq!(waited.status, TaskStatus::Succeeded);
     assert_eq!(ok(berth(&server, &["task", "output", id], b"")), "LATER!");
     assert_eq!(ok(berth(&server, &["task", "logs", id], b"")), "working\n");
-    let listed: Value = serde_json::from_str(&ok(berth(
+    let listed: TaskList = parsed(berth(
         &server,
         &["task", "list", "--function", "shout"],
         b"",
-    )))
-    .unwrap();
-    assert_eq!(listed["tasks"].as_array().unwrap().len(), 2);
+    ));
+    assert_eq!(listed.tasks.len(), 2);
 
     // Errors come back as the server's message and a failing exit status.
     let failed = berth(&server, &["invoke", "missing"], b"");
@@ -99,17 +107,14 @@ async fn cli_deploys_invokes_and_follows_tasks() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cli_manages_tenants_keys_and_quotas() {
     let server = Server::start().await;
-    let created: Value = serde_json::from_str(&ok(berth(
+    let created: CreatedTenant = parsed(berth(
         &server,
         &["tenant", "create", "delta", "--max-memory-mb", "512"],
         b"",
-    )))
-    .unwrap();
-    let key = created["api_key"]
-        .as_str()
-        .expect("key shown once")
-        .to_owned();
-    assert_eq!(created["quotas"]["max_memory_mb"], 512);
+    ));
+    let key = created.api_key;
+    assert!(!key.is_empty(), "key shown once");
+    assert_eq!(created.tenant.quotas.max_memory_mb, 512);
     let status = |key: &str| {
         let server_url = server.url.clone();
         let key = key.to_owned();
@@ -126,29 +131,25 @@ async fn cli_manages_tenants_keys_and_quotas() {
     assert_eq!(status(&key).await, reqwest::StatusCode::OK);
 
     // Quota changes keep what was set before unless reset.
-    let changed: Value = serde_json::from_str(&ok(berth(
+    let changed: Tenant = parsed(berth(
         &server,
         &["tenant", "quota", "delta", "--max-concurrent-tasks", "3"],
         b"",
-    )))
-    .unwrap();
+    ));
     assert_eq!(
-        changed["overrides"],
-        serde_json::json!({"max_memory_mb": 512, "max_concurrent_tasks": 3})
+        changed.overrides,
+        QuotaOverrides {
+            max_memory_mb: Some(512),
+            max_concurrent_tasks: Some(3),
+            ..Default::default()
+        }
     );
-    let listed: Value =
-        serde_json::from_str(&ok(berth(&server, &["tenant", "list"], b""))).unwrap();
-    let names: Vec<_> = listed["tenants"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
+    let listed: TenantList = parsed(berth(&server, &["tenant", "list"], b""));
+    let names: Vec<_> = listed.tenants.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["admin", "delta"]);
 
-    let rotated: Value =
-        serde_json::from_str(&ok(berth(&server, &["tenant", "rotate-key", "delta"], b""))).unwrap();
-    let new_key = rotated["api_key"].as_str().unwrap().to_owned();
+    let rotated: RotatedKey = parsed(berth(&server, &["tenant", "rotate-key", "delta"], b""));
+    let new_key = rotated.api_key;
     assert_eq!(status(&key).await, reqwest::StatusCode::UNAUTHORIZED);
     assert_eq!(status(&new_key).await, reqwest::StatusCode::OK);
     ok(berth(&server, &["tenant", "revoke", "delta"], b""));

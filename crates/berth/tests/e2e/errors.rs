@@ -1,14 +1,14 @@
+use berth_client::TaskQuery;
 use reqwest::StatusCode;
-use serde_json::json;
 
-use crate::harness::{Server, error_code};
+use crate::harness::{Server, error_code, sh};
 
 /// One line per bad request: what is sent, the status and error code that
 /// must come back. None may change state or bring the server down.
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_requests_get_clear_json_errors() {
     let server = Server::start().await;
-    server.deploy_sh("ok", "cat", json!({})).await;
+    server.deploy("ok", &sh("cat")).await;
     let url = |p: &str| format!("{}{p}", server.url);
     let http = reqwest::Client::new();
     let key = server.key.clone();
@@ -114,15 +114,10 @@ async fn bad_requests_get_clear_json_errors() {
     }
 
     // Nothing was created by any of it.
-    let list: serde_json::Value = server.get_json("/v1/functions").await;
-    let names: Vec<_> = list["functions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].clone())
-        .collect();
-    assert_eq!(names, vec![json!("ok")]);
-    let tasks: serde_json::Value = server.get_json("/v1/tasks").await;
-    assert_eq!(tasks["tasks"].as_array().unwrap().len(), 0);
+    let list = server.functions().await;
+    let names: Vec<_> = list.functions.iter().map(|f| f.name.as_str()).collect();
+    assert_eq!(names, ["ok"]);
+    let tasks = server.tasks(&TaskQuery::default()).await;
+    assert_eq!(tasks.tasks.len(), 0);
     server.assert_no_panic();
 }

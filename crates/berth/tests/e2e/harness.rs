@@ -1,11 +1,20 @@
 //! Starts, kills and restarts a real `berth server` in its own data
-//! directory, and gives tests a client that speaks the v1 contract.
+//! directory, and gives tests a client that speaks the v1 contract: the
+//! typed helpers answer with `berth_contract`'s types (through
+//! `berth_client`), while `req` and `req_as` send raw requests for tests
+//! of the wire itself.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use berth_client::{Client, TaskQuery};
+use berth_contract::{
+    CreateTenant, CreatedTenant, Deployed, ErrorBody, ErrorObject, Function, FunctionConfig,
+    FunctionList, QuotaOverrides, Task, TaskList, TaskStatus,
+};
 use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 pub const BUSYBOX: &str = "berth-test/busybox:latest";
@@ -33,13 +42,18 @@ pub fn agent_path() -> PathBuf {
 pub const PATIENCE: Duration = Duration::from_secs(120);
 
 pub struct Server {
+    /// Holds the server's log, and is its data directory unless the
+    /// arguments name another.
     dir: tempfile::TempDir,
+    data: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
     child: Option<Child>,
     pub url: String,
     pub key: String,
     http: reqwest::Client,
+    /// Rebuilt at every start: a restarted server listens on a new port.
+    client: Option<Client>,
 }
 
 impl Server {
@@ -52,11 +66,22 @@ impl Server {
     }
 
     /// With extra environment, e.g. `DOCKER_HOST` for a private engine.
+    /// A `--data-dir DIR` among `args` replaces the test's own data
+    /// directory (the log stays outside it).
     pub async fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let data = match args.iter().position(|a| a == "--data-dir") {
+            Some(i) => {
+                let named: Vec<String> = args.drain(i..i + 2).collect();
+                PathBuf::from(named.get(1).expect("--data-dir takes a directory"))
+            }
+            None => dir.path().to_owned(),
+        };
         let mut server = Self {
             dir,
-            args: args.iter().map(|s| s.to_string()).collect(),
+            data,
+            args,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -65,13 +90,14 @@ impl Server {
             url: String::new(),
             key: String::new(),
             http: reqwest::Client::new(),
+            client: None,
         };
         server.spawn().await;
         server
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        &self.data
     }
 
     fn log_path(&self) -> PathBuf {
@@ -79,7 +105,7 @@ impl Server {
     }
 
     async fn spawn(&mut self) {
-        let endpoint = self.dir.path().join("endpoint");
+        let endpoint = self.data.join("endpoint");
         let _ = std::fs::remove_file(&endpoint);
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -89,7 +115,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .arg("server")
             .arg("--data-dir")
-            .arg(self.dir.path())
+            .arg(&self.data)
             .args(["--listen", "127.0.0.1:0"])
             .args(&self.args)
             .env_remove("BERTH_ADMIN_KEY")
@@ -126,10 +152,11 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.key = std::fs::read_to_string(self.dir.path().join("admin.key"))
+        self.key = std::fs::read_to_string(self.data.join("admin.key"))
             .expect("admin.key written by the server")
             .trim()
             .to_owned();
+        self.client = Some(Client::new(&self.url, &self.key).expect("client"));
     }
 
     /// SIGKILL: no chance to clean up, like a power cut of the process.
@@ -168,7 +195,7 @@ impl Server {
     }
 
     pub fn node_id(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("node-id"))
+        std::fs::read_to_string(self.data.join("node-id"))
             .expect("node-id")
             .trim()
             .to_owned()
@@ -204,78 +231,104 @@ impl Server {
         );
     }
 
+    /// The typed client of the v1 contract, holding the admin key.
+    pub fn client(&self) -> &Client {
+        self.client.as_ref().expect("server running")
+    }
+
+    /// A typed client holding another tenant's key.
+    pub fn client_as(&self, key: &str) -> Client {
+        Client::new(&self.url, key).expect("client")
+    }
+
+    /// A raw request, for tests of the wire itself: exact members, status
+    /// codes and headers, malformed input.
     pub fn req(&self, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(&self.key)
     }
 
-    /// A request made with another tenant's key.
+    /// A raw request made with another tenant's key.
     pub fn req_as(&self, key: &str, method: Method, path: &str) -> RequestBuilder {
         self.http
             .request(method, format!("{}{path}", self.url))
             .bearer_auth(key)
     }
 
+    /// Sends a request that must be answered with `status` and a body of
+    /// type `T`.
+    async fn expect<T: DeserializeOwned>(
+        &self,
+        req: RequestBuilder,
+        status: StatusCode,
+        what: &str,
+    ) -> T {
+        let resp = req.send().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        let got = resp.status();
+        let body = resp.bytes().await.unwrap_or_else(|e| panic!("{what}: {e}"));
+        assert_eq!(got, status, "{what}: {}", String::from_utf8_lossy(&body));
+        serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("{what}: {e}: {}", String::from_utf8_lossy(&body)))
+    }
+
+    /// A request to `/{segments...}`, each escaped, with the admin key.
+    fn request(&self, method: Method, segments: &[&str]) -> RequestBuilder {
+        self.client()
+            .request(method, segments)
+            .unwrap_or_else(|e| panic!("{segments:?}: {e}"))
+    }
+
     /// Creates a tenant (as the admin) and returns its API key.
-    pub async fn create_tenant(&self, name: &str, quotas: Value) -> String {
-        let resp = self
-            .req(Method::POST, "/v1/tenants")
-            .json(&serde_json::json!({"name": name, "quotas": quotas}))
-            .send()
-            .await
-            .expect("create tenant");
-        let status = resp.status();
-        let v: Value = resp.json().await.expect("tenant json");
-        assert_eq!(status, StatusCode::CREATED, "create tenant {name}: {v}");
-        v["api_key"].as_str().expect("api_key").to_owned()
+    pub async fn create_tenant(&self, name: &str, quotas: QuotaOverrides) -> String {
+        let body = CreateTenant {
+            name: name.to_owned(),
+            quotas,
+        };
+        let created: CreatedTenant = self
+            .expect(
+                self.request(Method::POST, &["v1", "tenants"]).json(&body),
+                StatusCode::CREATED,
+                &format!("create tenant {name}"),
+            )
+            .await;
+        created.api_key
     }
 
-    /// GET a JSON document that must exist.
-    pub async fn get_json(&self, path: &str) -> Value {
-        let resp = self.req(Method::GET, path).send().await.expect("GET");
-        assert_eq!(resp.status(), StatusCode::OK, "GET {path}");
-        resp.json().await.expect("JSON")
+    pub async fn deploy(&self, name: &str, config: &FunctionConfig) -> Deployed {
+        ok(
+            &format!("deploy {name}"),
+            self.client().deploy(name, config).await,
+        )
     }
 
-    pub async fn deploy(&self, name: &str, body: Value) -> Value {
-        let resp = self
-            .req(Method::PUT, &format!("/v1/functions/{name}"))
-            .json(&body)
-            .send()
-            .await
-            .expect("deploy");
-        let status = resp.status();
-        let v: Value = resp.json().await.expect("deploy json");
-        assert!(status.is_success(), "deploy {name}: {status} {v}");
-        v
+    pub async fn function(&self, name: &str) -> Function {
+        ok(
+            &format!("function {name}"),
+            self.client().function(name).await,
+        )
     }
 
-    /// A busybox function running `script` under `sh -c`.
-    pub async fn deploy_sh(&self, name: &str, script: &str, extra: Value) -> Value {
-        let mut body = serde_json::json!({
-            "image": BUSYBOX,
-            "command": ["/bin/sh", "-c", script],
-        });
-        if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-            b.extend(e.clone());
-        }
-        self.deploy(name, body).await
+    pub async fn functions(&self) -> FunctionList {
+        ok("functions", self.client().functions().await)
     }
 
+    /// A sync call, answered as it is: its status, headers and body, which
+    /// is the function's output or an error.
     pub async fn invoke(
         &self,
         name: &str,
         query: &str,
         body: impl Into<reqwest::Body>,
     ) -> (StatusCode, reqwest::header::HeaderMap, Vec<u8>) {
-        let path = if query.is_empty() {
-            format!("/v1/functions/{name}/invoke")
-        } else {
-            format!("/v1/functions/{name}/invoke?{query}")
-        };
+        let url = self
+            .client()
+            .url(&["v1", "functions", name, "invoke"], Some(query))
+            .expect("invoke URL");
         let resp = self
-            .req(Method::POST, &path)
+            .http
+            .post(url)
+            .bearer_auth(&self.key)
             .body(body)
             .send()
             .await
@@ -286,63 +339,125 @@ impl Server {
         (status, headers, bytes)
     }
 
-    pub async fn submit(&self, name: &str, body: impl Into<reqwest::Body>) -> String {
-        let resp = self
-            .req(Method::POST, &format!("/v1/functions/{name}/tasks"))
-            .body(body)
-            .send()
+    /// Submits an async task, which must be accepted (202).
+    pub async fn submit(&self, name: &str, body: impl Into<reqwest::Body>) -> Task {
+        let req = self
+            .request(Method::POST, &["v1", "functions", name, "tasks"])
+            .body(body);
+        self.expect(req, StatusCode::ACCEPTED, &format!("submit to {name}"))
             .await
-            .expect("submit");
-        assert_eq!(resp.status(), StatusCode::ACCEPTED);
-        let v: Value = resp.json().await.expect("submit json");
-        v["id"].as_str().expect("task id").to_owned()
     }
 
-    pub async fn task(&self, id: &str) -> Value {
-        self.get_json(&format!("/v1/tasks/{id}")).await
+    pub async fn task(&self, id: &str) -> Task {
+        ok(&format!("task {id}"), self.client().task(id).await)
     }
 
-    pub async fn wait_task(&self, id: &str) -> Value {
+    pub async fn tasks(&self, query: &TaskQuery) -> TaskList {
+        ok(
+            &format!("tasks {query:?}"),
+            self.client().tasks(query).await,
+        )
+    }
+
+    /// Cancels a task, which must be answered 200 with the task.
+    pub async fn cancel(&self, id: &str) -> Task {
+        let req = self.request(Method::DELETE, &["v1", "tasks", id]);
+        self.expect(req, StatusCode::OK, &format!("cancel {id}"))
+            .await
+    }
+
+    /// Waits until the task is neither queued nor running.
+    pub async fn wait(&self, id: &str) -> Task {
         let begun = Instant::now();
         loop {
             let t = self.task(id).await;
-            if !matches!(t["status"].as_str(), Some("queued" | "running")) {
-                return t;
-            }
-            assert!(begun.elapsed() < PATIENCE, "task {id} never finished: {t}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-
-    pub async fn wait_status(&self, id: &str, status: &str) -> Value {
-        let begun = Instant::now();
-        loop {
-            let t = self.task(id).await;
-            if t["status"] == status {
+            if t.status.is_terminal() {
                 return t;
             }
             assert!(
                 begun.elapsed() < PATIENCE,
-                "task {id} never became {status}: {t}"
+                "task {id} never finished: {t:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub async fn wait_status(&self, id: &str, status: TaskStatus) -> Task {
+        let begun = Instant::now();
+        loop {
+            let t = self.task(id).await;
+            if t.status == status {
+                return t;
+            }
+            assert!(
+                begun.elapsed() < PATIENCE,
+                "task {id} never became {}: {t:?}",
+                status.as_str()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
+    /// A finished task's stdout, which must be there (200).
     pub async fn output(&self, id: &str) -> Vec<u8> {
         let resp = self
-            .req(Method::GET, &format!("/v1/tasks/{id}/output"))
+            .request(Method::GET, &["v1", "tasks", id, "output"])
             .send()
             .await
             .expect("output");
         assert_eq!(resp.status(), StatusCode::OK, "output of {id}");
         resp.bytes().await.expect("output body").to_vec()
     }
+
+    /// A finished task's stderr, which must be there (200).
+    pub async fn logs(&self, id: &str) -> String {
+        let resp = self
+            .request(Method::GET, &["v1", "tasks", id, "logs"])
+            .send()
+            .await
+            .expect("logs");
+        assert_eq!(resp.status(), StatusCode::OK, "logs of {id}");
+        resp.text().await.expect("logs body")
+    }
+}
+
+/// Unwraps a typed call's answer, or fails the test with the server's
+/// error.
+fn ok<T>(what: &str, r: berth_client::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{what}: {e}"))
+}
+
+/// A function of `image` with every other setting at its default.
+pub fn image(image: &str) -> FunctionConfig {
+    serde_json::from_value(serde_json::json!({ "image": image })).expect("a function config")
+}
+
+/// A busybox function running `script` under `sh -c`.
+pub fn sh(script: &str) -> FunctionConfig {
+    FunctionConfig {
+        command: Some(vec!["/bin/sh".into(), "-c".into(), script.into()]),
+        ..image(BUSYBOX)
+    }
+}
+
+/// The task a call made, from its answer's `x-berth-task-id`.
+pub fn task_id(headers: &reqwest::header::HeaderMap) -> String {
+    headers["x-berth-task-id"]
+        .to_str()
+        .expect("task id")
+        .to_owned()
+}
+
+/// An error answer's body, as the contract says every error reads.
+pub fn api_error(body: &[u8]) -> ErrorObject {
+    let e: ErrorBody = serde_json::from_slice(body)
+        .unwrap_or_else(|e| panic!("not an error body ({e}): {}", String::from_utf8_lossy(body)));
+    e.error
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let node = std::fs::read_to_string(self.dir.path().join("node-id")).ok();
+        let node = std::fs::read_to_string(self.data.join("node-id")).ok();
         self.kill();
         // Containers of a killed server would be reaped at its next start,
         // which never comes for a test's server.

@@ -1,10 +1,10 @@
 use std::io::Cursor;
 
+use berth_contract::FunctionConfig;
 use image::{ImageFormat, ImageReader, RgbImage};
 use reqwest::StatusCode;
-use serde_json::json;
 
-use crate::harness::{IMAGE_OPS, Server};
+use crate::harness::{IMAGE_OPS, Server, api_error, image};
 
 /// A 640x427 JPEG with gradients and texture, standing in for a photo.
 fn photo() -> Vec<u8> {
@@ -33,9 +33,11 @@ fn decode(bytes: &[u8]) -> (ImageFormat, u32, u32) {
 #[tokio::test(flavor = "multi_thread")]
 async fn image_ops_example_thumbnails_rotates_converts_and_watermarks() {
     let server = Server::start().await;
-    server
-        .deploy("image-ops", json!({"image": IMAGE_OPS, "memory_mb": 512}))
-        .await;
+    let config = FunctionConfig {
+        memory_mb: 512,
+        ..image(IMAGE_OPS)
+    };
+    server.deploy("image-ops", &config).await;
     let input = photo();
     let cases = [
         ("op=thumbnail&w=128", (ImageFormat::Jpeg, 128, 85)),
@@ -58,6 +60,5 @@ async fn image_ops_example_thumbnails_rotates_converts_and_watermarks() {
     }
     let (status, _, body) = server.invoke("image-ops", "op=rotate&deg=45", input).await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["error"]["exit_code"], 2);
+    assert_eq!(api_error(&body).exit_code, Some(2));
 }

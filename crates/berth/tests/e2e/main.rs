@@ -4,6 +4,7 @@
 
 mod async_tasks;
 mod cli;
+mod defects;
 mod errors;
 mod harness;
 mod image_ops;

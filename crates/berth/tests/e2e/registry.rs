@@ -7,11 +7,12 @@
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
+use berth_contract::{FunctionConfig, Mode};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{BUSYBOX, Server};
+use crate::harness::{BUSYBOX, Server, image};
 
 pub(crate) fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
@@ -665,16 +666,16 @@ async fn functions_deploy_from_the_registry_pinned_to_a_digest() {
 
     version_image(&config, work.path(), &tag, "one");
     run(docker(&config).args(["push", &tag]));
-    let deployed = server
-        .deploy(
-            "imgops",
-            json!({"image": "imgops:v1", "command": ["/bin/cat", "/version"], "mode": "fresh"}),
-        )
-        .await;
-    let pinned = deployed["latest"]["image_id"].as_str().unwrap().to_owned();
+    let imgops = FunctionConfig {
+        command: Some(vec!["/bin/cat".into(), "/version".into()]),
+        mode: Mode::Fresh,
+        ..image("imgops:v1")
+    };
+    let deployed = server.deploy("imgops", &imgops).await;
+    let pinned = deployed.function.latest.image_id.clone();
     assert!(
         pinned.starts_with(&format!("{}/admin/imgops@sha256:", host(&server))),
-        "{deployed}"
+        "{deployed:?}"
     );
     let (status, _, body) = server.invoke("imgops", "", "").await;
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"one"[..]));
@@ -686,15 +687,13 @@ async fn functions_deploy_from_the_registry_pinned_to_a_digest() {
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"one"[..]));
 
     // A new deploy resolves the tag again.
-    let v2 = server
-        .deploy(
-            "imgops",
-            json!({"image": "imgops:v1", "command": ["/bin/cat", "/version"], "mode": "fresh",
-                   "env": {"REDEPLOYED": "1"}}),
-        )
-        .await;
-    assert_eq!(v2["version"], 2);
-    assert_ne!(v2["latest"]["image_id"], pinned.as_str());
+    let redeployed = FunctionConfig {
+        env: [("REDEPLOYED".to_owned(), "1".to_owned())].into(),
+        ..imgops
+    };
+    let v2 = server.deploy("imgops", &redeployed).await;
+    assert_eq!(v2.version, 2);
+    assert_ne!(v2.function.latest.image_id, pinned);
     let (status, _, body) = server.invoke("imgops", "", "").await;
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"two"[..]));
 

@@ -1,10 +1,12 @@
 use std::process::Command;
 
+use berth_contract::{Deployed, FunctionConfig, Mode, TaskStatus};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::harness::{
-    BUSYBOX, Server, assert_no_containers, containers, docker_inspect, wait_for_containers,
+    BUSYBOX, Server, assert_no_containers, containers, docker_inspect, sh, task_id,
+    wait_for_containers,
 };
 
 /// What a function can see of its own sandbox, from the inside, as the
@@ -21,7 +23,7 @@ if touch /rootfs-write 2>/dev/null; then echo "rootfs: writable"; else echo "roo
 if echo hi > /tmp/probe && [ "$(cat /tmp/probe)" = hi ]; then echo "tmp: writable"; fi
 if dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null; then echo "tmp: unbounded"; else echo "tmp: bounded"; fi
 "#;
-    server.deploy_sh("probe", probe, json!({})).await;
+    server.deploy("probe", &sh(probe)).await;
     let (status, _, body) = server.invoke("probe", "", "").await;
     let out = String::from_utf8_lossy(&body);
     assert_eq!(status, StatusCode::OK, "{out}");
@@ -57,15 +59,16 @@ if dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null; then echo "tmp: unb
     // Root when the function asks for it, still without capabilities; an
     // image's own non-root USER is kept.
     let who = "echo \"$(id -u):$(id -g) $(grep CapEff /proc/self/status)\"";
-    server
-        .deploy_sh("sbx-root", who, json!({"run_as_root": true}))
-        .await;
-    server
-        .deploy(
-            "sbx-own-user",
-            json!({"image": "berth-test/nonroot:latest", "command": ["/bin/sh", "-c", who]}),
-        )
-        .await;
+    let root = FunctionConfig {
+        run_as_root: true,
+        ..sh(who)
+    };
+    server.deploy("sbx-root", &root).await;
+    let own_user = FunctionConfig {
+        image: "berth-test/nonroot:latest".into(),
+        ..sh(who)
+    };
+    server.deploy("sbx-own-user", &own_user).await;
     for (name, expected) in [
         ("sbx-root", "0:0 CapEff:\t0000000000000000\n"),
         ("sbx-own-user", "4321:4321 CapEff:\t0000000000000000\n"),
@@ -74,8 +77,8 @@ if dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null; then echo "tmp: unb
         assert_eq!(status, StatusCode::OK, "{name}");
         assert_eq!(String::from_utf8_lossy(&body), expected, "{name}");
     }
-    let shown = server.get_json("/v1/functions/sbx-root").await;
-    assert_eq!(shown["latest"]["run_as_root"], true);
+    let shown = server.function("sbx-root").await;
+    assert!(shown.latest.config.run_as_root);
 
     // The CLI sets it too.
     let cli = Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -98,8 +101,8 @@ if dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null; then echo "tmp: unb
         "{}",
         String::from_utf8_lossy(&cli.stderr)
     );
-    let deployed: Value = serde_json::from_slice(&cli.stdout).unwrap();
-    assert_eq!(deployed["latest"]["run_as_root"], true);
+    let deployed: Deployed = serde_json::from_slice(&cli.stdout).unwrap();
+    assert!(deployed.function.latest.config.run_as_root);
     let (status, _, body) = server.invoke("sbx-cli-root", "", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"0\n");
@@ -117,15 +120,16 @@ fn assert_no_docker_socket(info: &Value) {
 #[tokio::test(flavor = "multi_thread")]
 async fn container_limits_match_the_function() {
     let server = Server::start().await;
-    server
-        .deploy_sh(
-            "limited",
-            "sleep 600",
-            json!({"cpu_millis": 500, "memory_mb": 64, "mode": "fresh", "env": {"GREETING": "hi"}}),
-        )
-        .await;
-    let id = server.submit("limited", "").await;
-    server.wait_status(&id, "running").await;
+    let limited = FunctionConfig {
+        cpu_millis: 500,
+        memory_mb: 64,
+        mode: Mode::Fresh,
+        env: [("GREETING".to_owned(), "hi".to_owned())].into(),
+        ..sh("sleep 600")
+    };
+    server.deploy("limited", &limited).await;
+    let id = server.submit("limited", "").await.id;
+    server.wait_status(&id, TaskStatus::Running).await;
     let label = format!("dev.berth.task={id}");
     let container = wait_for_containers(&label).await.remove(0);
     let info = docker_inspect(&container).expect("inspect");
@@ -209,14 +213,9 @@ async fn container_limits_match_the_function() {
     assert_eq!(labels["dev.berth.node"], server.node_id());
     assert_eq!(labels["dev.berth.function"], "limited");
 
-    let resp = server
-        .req(reqwest::Method::DELETE, &format!("/v1/tasks/{id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    server.cancel(&id).await;
     assert_no_containers(&label).await;
-    assert_eq!(server.task(&id).await["status"], "cancelled");
+    assert_eq!(server.task(&id).await.status, TaskStatus::Cancelled);
 }
 
 /// A timeout is SIGTERM, then SIGKILL once the grace period is over, in
@@ -238,27 +237,28 @@ async fn timeout_is_sigterm_then_sigkill_after_the_grace() {
             "ignoring TERM",
         ),
     ];
-    for mode in ["exec", "fresh"] {
+    for mode in [Mode::Exec, Mode::Fresh] {
         for (what, script, logged) in cases {
-            let name = format!("sbx-term-{what}-{mode}");
-            server
-                .deploy_sh(&name, script, json!({"mode": mode, "timeout_secs": 1}))
-                .await;
+            let name = format!("sbx-term-{what}-{}", mode.as_str());
+            let config = FunctionConfig {
+                mode,
+                timeout_secs: 1,
+                ..sh(script)
+            };
+            server.deploy(&name, &config).await;
             let (status, headers, body) = server.invoke(&name, "", "").await;
             let text = String::from_utf8_lossy(&body).into_owned();
             assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{name}: {text}");
-            let id = headers["x-berth-task-id"].to_str().unwrap().to_owned();
-            assert_eq!(server.task(&id).await["status"], "timed_out", "{name}");
-            let resp = server
-                .req(reqwest::Method::GET, &format!("/v1/tasks/{id}/logs"))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
+            let id = task_id(&headers);
+            assert_eq!(
+                server.task(&id).await.status,
+                TaskStatus::TimedOut,
+                "{name}"
+            );
             // The shell may also report its `sleep` killed by SIGTERM.
-            let log = resp.text().await.unwrap();
+            let log = server.logs(&id).await;
             assert!(log.lines().any(|l| l == logged), "{name}: {log:?}");
-            if mode == "fresh" {
+            if mode == Mode::Fresh {
                 assert_no_containers(&format!("dev.berth.task={id}")).await;
             }
         }
@@ -272,7 +272,7 @@ async fn timeout_is_sigterm_then_sigkill_after_the_grace() {
 #[tokio::test(flavor = "multi_thread")]
 async fn runtime_flag_picks_the_engines_runtime() {
     let server = Server::start_with(&["--runtime", "io.containerd.runc.v2"]).await;
-    server.deploy_sh("sbx-runtime", "echo ran", json!({})).await;
+    server.deploy("sbx-runtime", &sh("echo ran")).await;
     let (status, _, body) = server.invoke("sbx-runtime", "", "").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, b"ran\n");

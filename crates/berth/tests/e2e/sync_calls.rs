@@ -1,18 +1,18 @@
 use std::io::{Read, Write};
 use std::process::{Command, Stdio};
 
+use berth_contract::{ErrorCode, FunctionConfig, Mode, TaskKind, TaskStatus};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::harness::{Server, assert_no_containers, error_code};
+use crate::harness::{Server, api_error, assert_no_containers, error_code, sh, task_id};
 
 /// 200 MB through a `cat` function with the real curl: the bytes come back
 /// identical and the server never holds them: its peak RSS stays small.
 #[tokio::test(flavor = "multi_thread")]
 async fn large_body_streams_through_with_bounded_memory() {
     let server = Server::start().await;
-    server.deploy_sh("cat", "exec cat", json!({})).await;
+    server.deploy("cat", &sh("exec cat")).await;
 
     const SIZE: usize = 200 * 1000 * 1000;
     let input = server.data_dir().join("input.bin");
@@ -79,13 +79,11 @@ async fn large_body_streams_through_with_bounded_memory() {
 #[tokio::test(flavor = "multi_thread")]
 async fn function_sees_a_cgi_request() {
     let server = Server::start().await;
-    server
-        .deploy_sh(
-            "env",
-            "env | sort; echo; cat",
-            json!({"env": {"GREETING": "hi"}}),
-        )
-        .await;
+    let env = FunctionConfig {
+        env: [("GREETING".to_owned(), "hi".to_owned())].into(),
+        ..sh("env | sort; echo; cat")
+    };
+    server.deploy("env", &env).await;
     let resp = server
         .req(
             reqwest::Method::POST,
@@ -98,10 +96,7 @@ async fn function_sees_a_cgi_request() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
-    let task_id = resp.headers()["x-berth-task-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let task_id = task_id(resp.headers());
     assert_eq!(resp.headers()["x-berth-version"], "1");
     let text = resp.text().await.unwrap();
     for line in [
@@ -126,27 +121,28 @@ async fn function_sees_a_cgi_request() {
     assert!(text.ends_with("\npayload"), "stdin not delivered: {text}");
 
     let task = server.task(&task_id).await;
-    assert_eq!(task["status"], "succeeded");
-    assert_eq!(task["kind"], "sync");
-    assert_eq!(task["exit_code"], 0);
+    assert_eq!(task.status, TaskStatus::Succeeded);
+    assert_eq!(task.kind, TaskKind::Sync);
+    assert_eq!(task.exit_code, Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn failing_function_is_502_with_exit_code_and_stderr_tail() {
     let server = Server::start().await;
     server
-        .deploy_sh(
+        .deploy(
             "fails",
-            "cat >/dev/null; i=0; while [ $i -lt 500 ]; do echo noise $i >&2; i=$((i+1)); done; echo 'disk on fire' >&2; exit 42",
-            json!({}),
+            &sh(
+                "cat >/dev/null; i=0; while [ $i -lt 500 ]; do echo noise $i >&2; i=$((i+1)); done; echo 'disk on fire' >&2; exit 42",
+            ),
         )
         .await;
     let (status, headers, body) = server.invoke("fails", "", "input").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    let v: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(v["error"]["code"], "function_failed");
-    assert_eq!(v["error"]["exit_code"], 42);
-    let stderr = v["error"]["stderr"].as_str().unwrap();
+    let err = api_error(&body);
+    assert_eq!(err.code, "function_failed");
+    assert_eq!(err.exit_code, Some(42));
+    let stderr = err.stderr.as_deref().unwrap();
     assert!(stderr.ends_with("disk on fire"), "{stderr}");
     assert!(
         stderr.len() <= 2048,
@@ -154,19 +150,12 @@ async fn failing_function_is_502_with_exit_code_and_stderr_tail() {
         stderr.len()
     );
 
-    let id = headers["x-berth-task-id"].to_str().unwrap();
-    let task = server.task(id).await;
-    assert_eq!(task["status"], "failed");
-    assert_eq!(task["exit_code"], 42);
-    assert_eq!(task["error"]["code"], "exit");
-    let logs = server
-        .req(reqwest::Method::GET, &format!("/v1/tasks/{id}/logs"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let id = task_id(&headers);
+    let task = server.task(&id).await;
+    assert_eq!(task.status, TaskStatus::Failed);
+    assert_eq!(task.exit_code, Some(42));
+    assert_eq!(task.error.map(|e| e.code), Some(ErrorCode::Exit));
+    let logs = server.logs(&id).await;
     assert!(
         logs.starts_with("noise 0\n") && logs.ends_with("disk on fire\n"),
         "{logs}"
@@ -176,21 +165,20 @@ async fn failing_function_is_502_with_exit_code_and_stderr_tail() {
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_is_504_and_leaves_no_container() {
     let server = Server::start().await;
-    server
-        .deploy_sh(
-            "sleepy",
-            "sleep 600",
-            json!({"timeout_secs": 1, "mode": "fresh"}),
-        )
-        .await;
+    let sleepy = FunctionConfig {
+        timeout_secs: 1,
+        mode: Mode::Fresh,
+        ..sh("sleep 600")
+    };
+    server.deploy("sleepy", &sleepy).await;
     let (status, headers, body) = server.invoke("sleepy", "", "").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(error_code(&body), "timeout");
-    let id = headers["x-berth-task-id"].to_str().unwrap();
+    let id = task_id(&headers);
     assert_no_containers(&format!("dev.berth.task={id}")).await;
-    assert_eq!(server.task(id).await["status"], "timed_out");
+    assert_eq!(server.task(&id).await.status, TaskStatus::TimedOut);
     // The slot is free again: the next call runs.
-    server.deploy_sh("quick", "echo ok", json!({})).await;
+    server.deploy("quick", &sh("echo ok")).await;
     let (status, _, body) = server.invoke("quick", "", "").await;
     assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"ok\n"[..]));
 }
@@ -198,23 +186,18 @@ async fn timeout_is_504_and_leaves_no_container() {
 #[tokio::test(flavor = "multi_thread")]
 async fn versions_pin_config_and_each_call_names_its_version() {
     let server = Server::start().await;
-    let v1 = server.deploy_sh("greet", "echo one", json!({})).await;
-    assert_eq!(v1["version"], 1);
-    let again = server.deploy_sh("greet", "echo one", json!({})).await;
-    assert_eq!(again["version"], 1, "an identical deploy makes no version");
-    let v2 = server.deploy_sh("greet", "echo two", json!({})).await;
-    assert_eq!(v2["version"], 2);
+    let v1 = server.deploy("greet", &sh("echo one")).await;
+    assert_eq!(v1.version, 1);
+    let again = server.deploy("greet", &sh("echo one")).await;
+    assert_eq!(again.version, 1, "an identical deploy makes no version");
+    let v2 = server.deploy("greet", &sh("echo two")).await;
+    assert_eq!(v2.version, 2);
     let (status, headers, body) = server.invoke("greet", "", "").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"two\n");
     assert_eq!(headers["x-berth-version"], "2");
-    let f: Value = server.get_json("/v1/functions/greet").await;
-    let versions = f["versions"].as_array().unwrap();
+    let f = server.function("greet").await;
+    let versions = f.versions.unwrap();
     assert_eq!(versions.len(), 2);
-    assert!(
-        versions[0]["image_id"]
-            .as_str()
-            .unwrap()
-            .starts_with("sha256:")
-    );
+    assert!(versions[0].image_id.starts_with("sha256:"));
 }

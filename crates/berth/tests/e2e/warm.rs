@@ -4,12 +4,13 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use berth_contract::{FunctionConfig, Mode, Task, TaskStatus};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::harness::{
-    ECHO_HTTP, PATIENCE, Server, assert_no_containers, containers, docker_inspect, error_code,
-    wait_for_containers,
+    BUSYBOX, ECHO_HTTP, PATIENCE, Server, api_error, assert_no_containers, containers,
+    docker_inspect, error_code, image, sh, task_id, wait_for_containers,
 };
 
 fn instances_of(function: &str) -> Vec<String> {
@@ -37,12 +38,11 @@ async fn wait_instances(server: &Server, function: &str, n: usize) {
 #[tokio::test(flavor = "multi_thread")]
 async fn sequential_calls_reuse_warm_instances() {
     let server = Server::start().await;
-    server
-        .deploy(
-            "reuse",
-            json!({"image": crate::harness::BUSYBOX, "command": ["/bin/cat"]}),
-        )
-        .await;
+    let cat = FunctionConfig {
+        command: Some(vec!["/bin/cat".into()]),
+        ..image(BUSYBOX)
+    };
+    server.deploy("reuse", &cat).await;
     let mut seen = HashSet::new();
     for i in 0..200 {
         let body = format!("call {i}");
@@ -82,20 +82,19 @@ async fn sequential_calls_reuse_warm_instances() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_instances_scale_to_zero_and_min_instances_stay() {
     let server = Server::start().await;
-    server
-        .deploy_sh(
-            "brief",
-            "cat",
-            json!({"idle_timeout_secs": 1, "concurrency": 1}),
-        )
-        .await;
-    server
-        .deploy_sh(
-            "kept",
-            "sleep 1; cat",
-            json!({"idle_timeout_secs": 1, "min_instances": 1, "concurrency": 1}),
-        )
-        .await;
+    let brief = FunctionConfig {
+        idle_timeout_secs: 1,
+        concurrency: 1,
+        ..sh("cat")
+    };
+    server.deploy("brief", &brief).await;
+    let kept = FunctionConfig {
+        idle_timeout_secs: 1,
+        min_instances: 1,
+        concurrency: 1,
+        ..sh("sleep 1; cat")
+    };
+    server.deploy("kept", &kept).await;
     // min_instances is honoured from the deploy on, before any call.
     wait_instances(&server, "kept", 1).await;
 
@@ -124,18 +123,14 @@ async fn idle_instances_scale_to_zero_and_min_instances_stay() {
 async fn a_crash_mid_request_is_502_and_the_next_call_works() {
     let server = Server::start().await;
     // Reads part of its input, then dies of SIGSEGV.
-    server
-        .deploy_sh(
-            "fragile",
-            r#"read line; if [ "$line" = crash ]; then kill -SEGV $$; fi; echo "ok $line""#,
-            json!({}),
-        )
-        .await;
+    let fragile =
+        sh(r#"read line; if [ "$line" = crash ]; then kill -SEGV $$; fi; echo "ok $line""#);
+    server.deploy("fragile", &fragile).await;
     let (status, _, body) = server.invoke("fragile", "", "crash\nmore\n").await;
     assert_eq!(status, StatusCode::BAD_GATEWAY);
-    let err: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(err["error"]["code"], "function_failed", "{err}");
-    assert_eq!(err["error"]["exit_code"], 128 + 11, "{err}");
+    let err = api_error(&body);
+    assert_eq!(err.code, "function_failed", "{err:?}");
+    assert_eq!(err.exit_code, Some(128 + 11), "{err:?}");
     let (status, _, body) = server.invoke("fragile", "", "fine\n").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body, b"ok fine\n");
@@ -144,13 +139,13 @@ async fn a_crash_mid_request_is_502_and_the_next_call_works() {
 #[tokio::test(flavor = "multi_thread")]
 async fn timeout_in_a_warm_instance_kills_the_request_not_the_instance() {
     let server = Server::start().await;
-    server
-        .deploy_sh(
-            "napper",
-            r#"if [ "$QUERY_STRING" = nap ]; then sleep 600; fi; echo awake"#,
-            json!({"timeout_secs": 1, "concurrency": 1, "max_instances": 1}),
-        )
-        .await;
+    let napper = FunctionConfig {
+        timeout_secs: 1,
+        concurrency: 1,
+        max_instances: 1,
+        ..sh(r#"if [ "$QUERY_STRING" = nap ]; then sleep 600; fi; echo awake"#)
+    };
+    server.deploy("napper", &napper).await;
     let (status, _, body) = server.invoke("napper", "nap", "").await;
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(error_code(&body), "timeout");
@@ -165,13 +160,14 @@ async fn timeout_in_a_warm_instance_kills_the_request_not_the_instance() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_busy_function_answers_429_and_nothing_else_fails() {
     let server = Server::start().await;
-    server
-        .deploy_sh(
-            "narrow",
-            "sleep 1; echo done",
-            json!({"max_instances": 2, "concurrency": 1, "max_queue": 3, "queue_timeout_secs": 60}),
-        )
-        .await;
+    let narrow = FunctionConfig {
+        max_instances: 2,
+        concurrency: 1,
+        max_queue: 3,
+        queue_timeout_secs: 60,
+        ..sh("sleep 1; echo done")
+    };
+    server.deploy("narrow", &narrow).await;
     let calls: Vec<_> = (0..50)
         .map(|_| {
             let req = server.req(Method::POST, "/v1/functions/narrow/invoke");
@@ -209,12 +205,12 @@ async fn a_busy_function_answers_429_and_nothing_else_fails() {
 #[tokio::test(flavor = "multi_thread")]
 async fn http_mode_proxies_to_one_long_lived_program() {
     let server = Server::start().await;
-    server
-        .deploy(
-            "echo",
-            json!({"image": ECHO_HTTP, "mode": "http", "concurrency": 8}),
-        )
-        .await;
+    let echo = FunctionConfig {
+        mode: Mode::Http,
+        concurrency: 8,
+        ..image(ECHO_HTTP)
+    };
+    server.deploy("echo", &echo).await;
     let mut pids = HashSet::new();
     for i in 1..=3 {
         let resp = server
@@ -262,45 +258,36 @@ async fn http_mode_proxies_to_one_long_lived_program() {
 #[tokio::test(flavor = "multi_thread")]
 async fn cpu_time_is_metered_per_request() {
     let server = Server::start().await;
-    server
-        .deploy_sh(
-            "burn",
-            "i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; echo $i",
-            json!({"cpu_millis": 1000}),
-        )
-        .await;
-    server
-        .deploy_sh("idle", "sleep 1; echo rested", json!({}))
-        .await;
+    let burn = FunctionConfig {
+        cpu_millis: 1000,
+        ..sh("i=0; while [ $i -lt 400000 ]; do i=$((i+1)); done; echo $i")
+    };
+    server.deploy("burn", &burn).await;
+    server.deploy("idle", &sh("sleep 1; echo rested")).await;
     let (status, headers, _) = server.invoke("burn", "", "").await;
     assert_eq!(status, StatusCode::OK);
-    let id = headers["x-berth-task-id"].to_str().unwrap();
-    let t = server.task(id).await;
-    let cpu = t["usage"]["cpu_ms"].as_i64().expect("cpu_ms recorded");
-    let run = t["timing"]["run_ms"].as_i64().expect("run_ms");
+    let t = server.task(&task_id(&headers)).await;
+    let cpu = t.usage.cpu_ms.expect("cpu_ms recorded");
+    let run = t.timing.run_ms.expect("run_ms");
     // The loop's CPU is its own work, whatever else shares the machine;
     // a single thread can never use more CPU than wall time. (Its share of
     // the wall time depends on the machine's load, so it is not checked.)
-    assert!(cpu >= 100, "{t}");
-    assert!(cpu <= run + 50, "cpu {cpu} ms vs run {run} ms: {t}");
-    assert!(t["usage"]["peak_memory_bytes"].as_i64().unwrap() > 0, "{t}");
+    assert!(cpu >= 100, "{t:?}");
+    assert!(cpu <= run + 50, "cpu {cpu} ms vs run {run} ms: {t:?}");
+    assert!(t.usage.peak_memory_bytes.unwrap() > 0, "{t:?}");
 
     let (status, headers, _) = server.invoke("idle", "", "").await;
     assert_eq!(status, StatusCode::OK);
-    let t = server
-        .task(headers["x-berth-task-id"].to_str().unwrap())
-        .await;
-    let cpu = t["usage"]["cpu_ms"].as_i64().expect("cpu_ms recorded");
-    assert!(cpu < 100, "sleeping costs little CPU: {t}");
+    let t = server.task(&task_id(&headers)).await;
+    let cpu = t.usage.cpu_ms.expect("cpu_ms recorded");
+    assert!(cpu < 100, "sleeping costs little CPU: {t:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn prefer_wait_returns_inline_or_falls_back_to_202() {
     let server = Server::start().await;
-    server.deploy_sh("quick", "tr a-z A-Z", json!({})).await;
-    server
-        .deploy_sh("slow", "sleep 3; echo late", json!({}))
-        .await;
+    server.deploy("quick", &sh("tr a-z A-Z")).await;
+    server.deploy("slow", &sh("sleep 3; echo late")).await;
     let resp = server
         .req(Method::POST, "/v1/functions/quick/tasks")
         .header("prefer", "wait=20")
@@ -310,12 +297,9 @@ async fn prefer_wait_returns_inline_or_falls_back_to_202() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(resp.headers()["preference-applied"], "wait=20");
-    let id = resp.headers()["x-berth-task-id"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let id = task_id(resp.headers());
     assert_eq!(resp.bytes().await.unwrap(), "INLINE");
-    assert_eq!(server.task(&id).await["status"], "succeeded");
+    assert_eq!(server.task(&id).await.status, TaskStatus::Succeeded);
 
     let resp = server
         .req(Method::POST, "/v1/functions/slow/tasks")
@@ -324,16 +308,16 @@ async fn prefer_wait_returns_inline_or_falls_back_to_202() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let v: Value = resp.json().await.unwrap();
-    let t = server.wait_task(v["id"].as_str().unwrap()).await;
-    assert_eq!(t["status"], "succeeded");
+    let accepted: Task = resp.json().await.unwrap();
+    let t = server.wait(&accepted.id).await;
+    assert_eq!(t.status, TaskStatus::Succeeded);
 }
 
 /// Stopping the server removes its warm instances.
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_removes_warm_instances() {
     let mut server = Server::start().await;
-    server.deploy_sh("warm", "cat", json!({})).await;
+    server.deploy("warm", &sh("cat")).await;
     let (status, _, _) = server.invoke("warm", "", "x").await;
     assert_eq!(status, StatusCode::OK);
     let label = format!("dev.berth.node={}", server.node_id());

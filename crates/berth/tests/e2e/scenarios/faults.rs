@@ -12,11 +12,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use berth_client::TaskQuery;
+use berth_contract::{ErrorCode, FunctionConfig, Mode, Task, TaskStatus};
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
 
 use crate::harness::{
-    BUSYBOX, PATIENCE, Server, assert_no_containers, containers, error_code, wait_for_containers,
+    BUSYBOX, PATIENCE, Server, api_error, assert_no_containers, containers, error_code, image, sh,
+    task_id, wait_for_containers,
 };
 use crate::registry::run;
 
@@ -80,18 +82,23 @@ async fn readyz(server: &Server) -> StatusCode {
         .status()
 }
 
-async fn tasks_of(server: &Server) -> HashMap<String, Value> {
-    let page = server.get_json("/v1/tasks?limit=100").await;
+async fn tasks_of(server: &Server) -> HashMap<String, Task> {
+    let page = server
+        .tasks(&TaskQuery {
+            limit: Some(100),
+            ..Default::default()
+        })
+        .await;
     assert!(
-        page["next_cursor"].is_null(),
-        "more tasks than expected: {page}"
+        page.next_cursor.is_none(),
+        "more tasks than expected: {page:?}"
     );
-    page["tasks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| (t["id"].as_str().unwrap().to_owned(), t.clone()))
-        .collect()
+    page.tasks.into_iter().map(|t| (t.id.clone(), t)).collect()
+}
+
+/// The error of a task that has one, for a message.
+fn error_code_of(t: &Task) -> Option<ErrorCode> {
+    t.error.as_ref().map(|e| e.code)
 }
 
 /// Accepted async tasks that could not run yet (both dispatch slots held
@@ -103,10 +110,9 @@ async fn tasks_of(server: &Server) -> HashMap<String, Value> {
 async fn s20_server_sigkilled_between_accepting_and_running_runs_after_restart() {
     let mut server = Server::start_with(&["--async-concurrency", "2"]).await;
     server
-        .deploy_sh(
+        .deploy(
             "flt-s20",
-            r#"read x; case "$x" in slow*) sleep 5;; esac; echo "$x" | tr a-z A-Z"#,
-            json!({}),
+            &sh(r#"read x; case "$x" in slow*) sleep 5;; esac; echo "$x" | tr a-z A-Z"#),
         )
         .await;
     // Claimed oldest first, the slow ones take both slots, so the rest
@@ -120,23 +126,23 @@ async fn s20_server_sigkilled_between_accepting_and_running_runs_after_restart()
     }
     let mut ids = Vec::new();
     for input in &inputs {
-        ids.push(server.submit("flt-s20", format!("{input}\n")).await);
+        ids.push(server.submit("flt-s20", format!("{input}\n")).await.id);
     }
     let slow: HashSet<String> = ids[..2].iter().cloned().collect();
     for id in &slow {
-        server.wait_status(id, "running").await;
+        server.wait_status(id, TaskStatus::Running).await;
     }
     let label = format!("dev.berth.node={}", server.node_id());
     let before_kill = wait_for_containers(&label).await;
-    let function_before = server.get_json("/v1/functions/flt-s20").await;
+    let function_before = server.function("flt-s20").await;
     let before = tasks_of(&server).await;
     assert_eq!(before.len(), 8);
     for id in &ids[2..] {
         let t = &before[id];
         assert_eq!(
-            (t["status"].as_str(), t["attempt"].as_i64()),
-            (Some("queued"), Some(0)),
-            "accepted but not yet run: {t}"
+            (t.status, t.attempt),
+            (TaskStatus::Queued, 0),
+            "accepted but not yet run: {t:?}"
         );
     }
 
@@ -144,33 +150,31 @@ async fn s20_server_sigkilled_between_accepting_and_running_runs_after_restart()
     server.restart().await;
 
     for (id, input) in ids.iter().zip(&inputs) {
-        let t = server.wait_task(id).await;
-        assert_eq!(t["status"], "succeeded", "{t}");
+        let t = server.wait(id).await;
+        assert_eq!(t.status, TaskStatus::Succeeded, "{t:?}");
         assert_eq!(
             server.output(id).await,
             format!("{}\n", input.to_uppercase()).into_bytes()
         );
         let runs = if slow.contains(id) { 2 } else { 1 };
-        assert_eq!(t["attempt"], runs, "{t}");
+        assert_eq!(t.attempt, runs, "{t:?}");
         let was = &before[id];
-        for field in [
-            "function",
-            "version",
-            "kind",
-            "created_at",
-            "input_bytes",
-            "max_attempts",
-        ] {
-            assert_eq!(t[field], was[field], "{field} changed: {was} -> {t}");
-        }
+        let kept = |t: &Task| {
+            (
+                t.function.clone(),
+                t.version,
+                t.kind,
+                t.created_at.clone(),
+                t.input_bytes,
+                t.max_attempts,
+            )
+        };
+        assert_eq!(kept(&t), kept(was), "changed: {was:?} -> {t:?}");
     }
     let after: HashSet<String> = tasks_of(&server).await.into_keys().collect();
     let before: HashSet<String> = before.into_keys().collect();
     assert_eq!(after, before, "the restart made or lost tasks");
-    assert_eq!(
-        server.get_json("/v1/functions/flt-s20").await,
-        function_before
-    );
+    assert_eq!(server.function("flt-s20").await, function_before);
     let now: HashSet<_> = containers(&label).into_iter().collect();
     for old in before_kill {
         assert!(
@@ -353,13 +357,13 @@ async fn s21_engine_stopped_is_503_and_the_server_recovers() {
     let host = engine.host();
     let server = Server::start_with_env(&[], &[("DOCKER_HOST", &host)]).await;
     let node = format!("label=dev.berth.node={}", server.node_id());
-    server.deploy_sh("flt-s21-warm", "cat", json!({})).await;
-    server
-        .deploy_sh("flt-s21-fresh", "cat", json!({"mode": "fresh"}))
-        .await;
-    server
-        .deploy_sh("flt-s21-slow", "sleep 3; cat", json!({}))
-        .await;
+    server.deploy("flt-s21-warm", &sh("cat")).await;
+    let fresh = FunctionConfig {
+        mode: Mode::Fresh,
+        ..sh("cat")
+    };
+    server.deploy("flt-s21-fresh", &fresh).await;
+    server.deploy("flt-s21-slow", &sh("sleep 3; cat")).await;
     for f in ["flt-s21-warm", "flt-s21-fresh"] {
         let (status, _, body) = server.invoke(f, "", "before").await;
         assert_eq!((status, body.as_slice()), (StatusCode::OK, &b"before"[..]));
@@ -371,7 +375,7 @@ async fn s21_engine_stopped_is_503_and_the_server_recovers() {
         "one warm instance"
     );
     // Running when the engine stops: its instance goes down with it.
-    let interrupted = server.submit("flt-s21-slow", "interrupted").await;
+    let interrupted = server.submit("flt-s21-slow", "interrupted").await.id;
     eventually("the interrupted task runs", async || {
         engine
             .containers("label=dev.berth.function=flt-s21-slow", false)
@@ -394,20 +398,21 @@ async fn s21_engine_stopped_is_503_and_the_server_recovers() {
             "{f}: {}",
             String::from_utf8_lossy(&body)
         );
-        let err: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(err["error"]["code"], "engine_unavailable", "{err}");
-        let message = err["error"]["message"].as_str().unwrap();
-        assert!(message.contains("Docker Engine"), "{message}");
+        let err = api_error(&body);
+        assert_eq!(err.code, "engine_unavailable", "{err:?}");
+        assert!(err.message.contains("Docker Engine"), "{}", err.message);
         assert!(headers.contains_key("retry-after"), "{headers:?}");
     }
     // The queue is durable without the engine: the task is accepted and
     // waits, no attempt spent on an engine that cannot run it.
-    let queued = within("submit", server.submit("flt-s21-warm", "queued meanwhile")).await;
+    let queued = within("submit", server.submit("flt-s21-warm", "queued meanwhile"))
+        .await
+        .id;
     assert_eq!(readyz(&server).await, StatusCode::SERVICE_UNAVAILABLE);
     let t = server.task(&queued).await;
     assert!(
-        matches!(t["status"].as_str(), Some("queued" | "running")),
-        "{t}"
+        matches!(t.status, TaskStatus::Queued | TaskStatus::Running),
+        "{t:?}"
     );
     server.assert_no_panic();
 
@@ -423,13 +428,13 @@ async fn s21_engine_stopped_is_503_and_the_server_recovers() {
             (StatusCode::OK, "after")
         );
     }
-    let t = server.wait_task(&queued).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
-    assert_eq!(t["attempt"], 1, "refusals while down spent no attempt: {t}");
+    let t = server.wait(&queued).await;
+    assert_eq!(t.status, TaskStatus::Succeeded, "{t:?}");
+    assert_eq!(t.attempt, 1, "refusals while down spent no attempt: {t:?}");
     assert_eq!(server.output(&queued).await, b"queued meanwhile");
-    let t = server.wait_task(&interrupted).await;
-    assert_eq!(t["status"], "succeeded", "{t}");
-    assert_eq!(t["attempt"], 2, "the interrupted attempt counts: {t}");
+    let t = server.wait(&interrupted).await;
+    assert_eq!(t.status, TaskStatus::Succeeded, "{t:?}");
+    assert_eq!(t.attempt, 2, "the interrupted attempt counts: {t:?}");
     assert_eq!(server.output(&interrupted).await, b"interrupted");
     // The instances that died with the engine are removed from it once
     // it is back; only their running replacements are left.
@@ -495,7 +500,7 @@ async fn s22_image_deleted_behind_our_back_is_repulled_or_clearly_refused() {
     let pushed = format!("{registry}/admin/flt-s22:v1");
     let local = format!("berth-test/flt-gone:{unique}");
     let mut cleanup = Images(vec![pushed.clone(), local.clone()]);
-    server.deploy_sh("flt-s22-other", "cat", json!({})).await;
+    server.deploy("flt-s22-other", &sh("cat")).await;
 
     // (a) From the registry.
     run(Command::new(env!("CARGO_BIN_EXE_berth"))
@@ -507,13 +512,15 @@ async fn s22_image_deleted_behind_our_back_is_repulled_or_clearly_refused() {
     run(shared_docker()
         .env("DOCKER_CONFIG", &config)
         .args(["push", &pushed]));
+    let cat_version = |image_ref: &str| FunctionConfig {
+        command: Some(vec!["/bin/cat".into(), "/version".into()]),
+        mode: Mode::Fresh,
+        ..image(image_ref)
+    };
     let deployed = server
-        .deploy(
-            "flt-s22-pushed",
-            json!({"image": "flt-s22:v1", "command": ["/bin/cat", "/version"], "mode": "fresh"}),
-        )
+        .deploy("flt-s22-pushed", &cat_version("flt-s22:v1"))
         .await;
-    let pinned = deployed["latest"]["image_id"].as_str().unwrap().to_owned();
+    let pinned = deployed.function.latest.image_id;
     cleanup.0.push(pinned.clone());
     let (status, _, body) = server.invoke("flt-s22-pushed", "", "").await;
     assert_eq!((status, body), (StatusCode::OK, text.clone().into_bytes()));
@@ -523,24 +530,17 @@ async fn s22_image_deleted_behind_our_back_is_repulled_or_clearly_refused() {
 
     let (status, headers, body) = server.invoke("flt-s22-pushed", "", "").await;
     assert_eq!((status, body), (StatusCode::OK, text.clone().into_bytes()));
-    let t = server
-        .task(headers["x-berth-task-id"].to_str().unwrap())
-        .await;
+    let t = server.task(&task_id(&headers)).await;
     assert!(
-        t["timing"]["pull_ms"].as_i64().is_some_and(|ms| ms > 0),
-        "the call pulled the image again: {t}"
+        t.timing.pull_ms.is_some_and(|ms| ms > 0),
+        "the call pulled the image again: {t:?}"
     );
     assert!(image_exists(&pinned));
 
     // (b) Engine-local: nothing to pull it from.
     let text = format!("local {unique}");
     unique_image(work.path(), &local, &text, None);
-    server
-        .deploy(
-            "flt-s22-local",
-            json!({"image": local, "command": ["/bin/cat", "/version"], "mode": "fresh"}),
-        )
-        .await;
+    server.deploy("flt-s22-local", &cat_version(&local)).await;
     let (status, _, body) = server.invoke("flt-s22-local", "", "").await;
     assert_eq!((status, body), (StatusCode::OK, text.clone().into_bytes()));
     run(shared_docker().args(["rmi", &local]));
@@ -553,9 +553,9 @@ async fn s22_image_deleted_behind_our_back_is_repulled_or_clearly_refused() {
         String::from_utf8_lossy(&body)
     );
     assert!(!headers.contains_key("retry-after"), "retrying cannot help");
-    let err: Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(err["error"]["code"], "image_missing", "{err}");
-    let message = err["error"]["message"].as_str().unwrap();
+    let err = api_error(&body);
+    assert_eq!(err.code, "image_missing", "{err:?}");
+    let message = &err.message;
     for says in [
         "not on the Docker Engine",
         "push",
@@ -563,14 +563,10 @@ async fn s22_image_deleted_behind_our_back_is_repulled_or_clearly_refused() {
     ] {
         assert!(message.contains(says), "{message}");
     }
-    let id = server.submit("flt-s22-local", "").await;
-    let t = server.wait_task(&id).await;
-    assert_eq!(
-        (t["status"].as_str(), t["attempt"].as_i64()),
-        (Some("failed"), Some(1)),
-        "{t}"
-    );
-    assert_eq!(t["error"]["code"], "image_missing", "{t}");
+    let id = server.submit("flt-s22-local", "").await.id;
+    let t = server.wait(&id).await;
+    assert_eq!((t.status, t.attempt), (TaskStatus::Failed, 1), "{t:?}");
+    assert_eq!(error_code_of(&t), Some(ErrorCode::ImageMissing), "{t:?}");
 
     // Everything else works, and following the advice fixes the function.
     let (status, _, body) = server.invoke("flt-s22-other", "", "still here").await;
@@ -579,12 +575,7 @@ async fn s22_image_deleted_behind_our_back_is_repulled_or_clearly_refused() {
         (StatusCode::OK, &b"still here"[..])
     );
     unique_image(work.path(), &local, &text, None);
-    server
-        .deploy(
-            "flt-s22-local",
-            json!({"image": local, "command": ["/bin/cat", "/version"], "mode": "fresh"}),
-        )
-        .await;
+    server.deploy("flt-s22-local", &cat_version(&local)).await;
     let (status, _, body) = server.invoke("flt-s22-local", "", "").await;
     assert_eq!((status, body), (StatusCode::OK, text.into_bytes()));
     server.assert_no_panic();
@@ -599,34 +590,28 @@ async fn s22_image_deleted_behind_our_back_is_repulled_or_clearly_refused() {
 async fn s23_a_task_failing_every_attempt_ends_failed_after_bounded_retries() {
     let server = Server::start().await;
     server
-        .deploy_sh("flt-s23-exit", "echo boom >&2; exit 3", json!({}))
+        .deploy("flt-s23-exit", &sh("echo boom >&2; exit 3"))
         .await;
-    let id = server.submit("flt-s23-exit", "").await;
-    let t = server.wait_task(&id).await;
+    let id = server.submit("flt-s23-exit", "").await.id;
+    let t = server.wait(&id).await;
     assert_eq!(
-        (
-            t["status"].as_str(),
-            t["attempt"].as_i64(),
-            t["exit_code"].as_i64()
-        ),
-        (Some("failed"), Some(1), Some(3)),
-        "{t}"
+        (t.status, t.attempt, t.exit_code),
+        (TaskStatus::Failed, 1, Some(3)),
+        "{t:?}"
     );
-    assert_eq!(t["error"]["code"], "exit", "{t}");
+    assert_eq!(error_code_of(&t), Some(ErrorCode::Exit), "{t:?}");
 
-    server
-        .deploy_sh("flt-s23-lost", "sleep 600", json!({}))
-        .await;
+    server.deploy("flt-s23-lost", &sh("sleep 600")).await;
     let label = "dev.berth.function=flt-s23-lost";
-    let id = server.submit("flt-s23-lost", "").await;
-    let max = server.task(&id).await["max_attempts"].as_i64().unwrap();
+    let id = server.submit("flt-s23-lost", "").await.id;
+    let max = server.task(&id).await.max_attempts;
     assert!(max > 1, "retries are possible at all");
     let mut killed = Vec::new();
     for attempt in 1..=max {
         // The attempt has reached the function when its instance runs it.
         let victim = eventually(&format!("attempt {attempt} runs"), async || {
             let t = server.task(&id).await;
-            if t["status"] != "running" || t["attempt"] != attempt {
+            if t.status != TaskStatus::Running || t.attempt != attempt {
                 return None;
             }
             containers(label)
@@ -637,14 +622,10 @@ async fn s23_a_task_failing_every_attempt_ends_failed_after_bounded_retries() {
         run(shared_docker().args(["kill", &victim]));
         killed.push(victim);
     }
-    let t = server.wait_task(&id).await;
-    assert_eq!(
-        (t["status"].as_str(), t["attempt"].as_i64()),
-        (Some("failed"), Some(max)),
-        "{t}"
-    );
-    assert_eq!(t["error"]["code"], "lost", "{t}");
-    let message = t["error"]["message"].as_str().unwrap();
+    let t = server.wait(&id).await;
+    assert_eq!((t.status, t.attempt), (TaskStatus::Failed, max), "{t:?}");
+    assert_eq!(error_code_of(&t), Some(ErrorCode::Lost), "{t:?}");
+    let message = &t.error.as_ref().unwrap().message;
     assert!(
         message.contains(&format!("all {max} attempts")) && message.contains("instance"),
         "{message}"
@@ -668,17 +649,19 @@ async fn s23_a_task_failing_every_attempt_ends_failed_after_bounded_retries() {
 async fn s24_cancel_of_a_running_task_kills_it() {
     let server = Server::start_with(&["--async-concurrency", "2"]).await;
     let script = r#"read x; if [ "$x" = hold ]; then sleep 600; fi; echo "got $x""#;
-    server
-        .deploy_sh("flt-s24-fresh", script, json!({"mode": "fresh"}))
-        .await;
-    server.deploy_sh("flt-s24-warm", script, json!({})).await;
-    let fresh = server.submit("flt-s24-fresh", "hold\n").await;
-    let warm = server.submit("flt-s24-warm", "hold\n").await;
-    server.wait_status(&fresh, "running").await;
-    server.wait_status(&warm, "running").await;
+    let fresh_config = FunctionConfig {
+        mode: Mode::Fresh,
+        ..sh(script)
+    };
+    server.deploy("flt-s24-fresh", &fresh_config).await;
+    server.deploy("flt-s24-warm", &sh(script)).await;
+    let fresh = server.submit("flt-s24-fresh", "hold\n").await.id;
+    let warm = server.submit("flt-s24-warm", "hold\n").await.id;
+    server.wait_status(&fresh, TaskStatus::Running).await;
+    server.wait_status(&warm, TaskStatus::Running).await;
     // Both dispatch slots are taken: this one waits.
-    let queued = server.submit("flt-s24-fresh", "hold\n").await;
-    assert_eq!(server.task(&queued).await["status"], "queued");
+    let queued = server.submit("flt-s24-fresh", "hold\n").await.id;
+    assert_eq!(server.task(&queued).await.status, TaskStatus::Queued);
 
     let fresh_label = format!("dev.berth.task={fresh}");
     let container = wait_for_containers(&fresh_label).await.remove(0);
@@ -702,10 +685,8 @@ async fn s24_cancel_of_a_running_task_kills_it() {
     assert_eq!(resp.status(), StatusCode::CONFLICT);
 
     for id in [&queued, &fresh, &warm] {
-        let (status, _, body) = send(server.req(Method::DELETE, &format!("/v1/tasks/{id}"))).await;
-        assert_eq!(status, StatusCode::OK);
-        let t: Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(t["status"], "cancelled", "{t}");
+        let t = within("cancel", server.cancel(id)).await;
+        assert_eq!(t.status, TaskStatus::Cancelled, "{t:?}");
     }
     assert_no_containers(&fresh_label).await;
     eventually("the warm request's process is killed", async || {
@@ -724,8 +705,8 @@ async fn s24_cancel_of_a_running_task_kills_it() {
 
     for id in [&queued, &fresh, &warm] {
         let t = server.task(id).await;
-        assert_eq!(t["status"], "cancelled", "{t}");
-        assert_eq!(t["error"]["code"], "cancelled", "{t}");
+        assert_eq!(t.status, TaskStatus::Cancelled, "{t:?}");
+        assert_eq!(error_code_of(&t), Some(ErrorCode::Cancelled), "{t:?}");
         let (status, _, body) =
             send(server.req(Method::GET, &format!("/v1/tasks/{id}/output"))).await;
         assert_eq!(
@@ -739,7 +720,7 @@ async fn s24_cancel_of_a_running_task_kills_it() {
             (StatusCode::CONFLICT, "task_finished".to_owned())
         );
     }
-    assert_eq!(server.task(&queued).await["attempt"], 0, "it never ran");
+    assert_eq!(server.task(&queued).await.attempt, 0, "it never ran");
     server.assert_no_panic();
 }
 
@@ -773,13 +754,13 @@ async fn s25_thousand_concurrent_sync_calls_all_answer_with_bounded_memory() {
     const PEAK_RSS_BOUND_KIB: u64 = 300 * 1024;
     raise_nofile_limit();
     let server = Server::start().await;
-    server
-        .deploy_sh(
-            "flt-s25",
-            "cat",
-            json!({"max_instances": MAX_INSTANCES, "concurrency": 2, "max_queue": 16}),
-        )
-        .await;
+    let pool = FunctionConfig {
+        max_instances: MAX_INSTANCES as u32,
+        concurrency: 2,
+        max_queue: 16,
+        ..sh("cat")
+    };
+    server.deploy("flt-s25", &pool).await;
     let (status, _, _) = server.invoke("flt-s25", "", "warm up").await;
     assert_eq!(status, StatusCode::OK);
 

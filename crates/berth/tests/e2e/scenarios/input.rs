@@ -1,11 +1,12 @@
 //! Scenarios 3, 4 and 7: oversized bodies, malformed JSON and bad
 //! pagination get clear errors and change nothing.
 
+use berth_client::TaskQuery;
+use berth_contract::QuotaOverrides;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
-use serde_json::{Value, json};
 
-use crate::harness::{PATIENCE, Server, error_code};
+use crate::harness::{PATIENCE, Server, error_code, sh};
 
 /// Files under the server's task payload directory: what an accepted or
 /// half-accepted task leaves on disk.
@@ -26,16 +27,12 @@ fn payload_files(server: &Server) -> usize {
     walk(&server.data_dir().join("tasks"))
 }
 
-async fn task_count(server: &Server, key: &str) -> usize {
-    let v: Value = server
-        .req_as(key, Method::GET, "/v1/tasks?limit=1000")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    v["tasks"].as_array().unwrap().len()
+async fn task_count(server: &Server) -> usize {
+    let all = TaskQuery {
+        limit: Some(1000),
+        ..Default::default()
+    };
+    server.tasks(&all).await.tasks.len()
 }
 
 /// A body that sends one piece and then nothing, ever: a server that
@@ -48,9 +45,8 @@ fn stalled_body() -> reqwest::Body {
 #[tokio::test(flavor = "multi_thread")]
 async fn s03_body_over_the_limit_is_413_before_it_is_buffered() {
     let server = Server::start_with(&["--quota-body-bytes", "1048576"]).await;
-    server.deploy_sh("sink", "wc -c", json!({})).await;
-    let key = server.key.clone();
-    let before = (task_count(&server, &key).await, payload_files(&server));
+    server.deploy("sink", &sh("wc -c")).await;
+    let before = (task_count(&server).await, payload_files(&server));
 
     for path in ["/v1/functions/sink/tasks", "/v1/functions/sink/invoke"] {
         // Declared too large: answered at once, while the body is still
@@ -84,10 +80,7 @@ async fn s03_body_over_the_limit_is_413_before_it_is_buffered() {
     assert_eq!(error_code(&resp.bytes().await.unwrap()), "body_too_large");
 
     // Nothing was enqueued and no input file was left behind.
-    assert_eq!(
-        (task_count(&server, &key).await, payload_files(&server)),
-        before
-    );
+    assert_eq!((task_count(&server).await, payload_files(&server)), before);
     // A body within the limit still works.
     let (status, _, body) = server.invoke("sink", "", vec![b'z'; 1000]).await;
     assert_eq!(status, StatusCode::OK);
@@ -208,20 +201,18 @@ async fn s04_malformed_json_wrong_type_bad_utf8_and_deep_nesting_are_refused() {
         assert_eq!(error_code(&body), code, "{what}");
     }
     // Nothing was created or changed.
-    assert_eq!(
-        server.get_json("/v1/functions").await,
-        json!({"functions": []})
-    );
-    let tenants = server.get_json("/v1/tenants").await;
-    assert_eq!(tenants["tenants"].as_array().unwrap().len(), 1, "{tenants}");
-    assert_eq!(tenants["tenants"][0]["overrides"], json!({}));
+    let functions = server.functions().await.functions;
+    assert!(functions.is_empty(), "{functions:?}");
+    let tenants = server.client().tenants().await.expect("tenants").tenants;
+    assert_eq!(tenants.len(), 1, "{tenants:?}");
+    assert_eq!(tenants[0].overrides, QuotaOverrides::default());
     server.assert_no_panic();
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn s07_pagination_limits_that_are_huge_negative_or_text_are_400() {
     let server = Server::start().await;
-    server.deploy_sh("p", "cat", json!({})).await;
+    server.deploy("p", &sh("cat")).await;
     for _ in 0..3 {
         server.invoke("p", "", "x").await;
     }
@@ -248,12 +239,14 @@ async fn s07_pagination_limits_that_are_huge_negative_or_text_are_400() {
         assert_eq!(error_code(&body), "bad_request", "{query}");
     }
     // The pages still walk as they should.
-    let page = server.get_json("/v1/tasks?limit=2").await;
-    assert_eq!(page["tasks"].as_array().unwrap().len(), 2);
-    let cursor = page["next_cursor"].as_str().expect("a next page");
-    let rest = server
-        .get_json(&format!("/v1/tasks?limit=2&cursor={cursor}"))
-        .await;
-    assert_eq!(rest["tasks"].as_array().unwrap().len(), 1);
+    let mut query = TaskQuery {
+        limit: Some(2),
+        ..Default::default()
+    };
+    let page = server.tasks(&query).await;
+    assert_eq!(page.tasks.len(), 2);
+    query.cursor = Some(page.next_cursor.expect("a next page"));
+    let rest = server.tasks(&query).await;
+    assert_eq!(rest.tasks.len(), 1);
     server.assert_no_panic();
 }

@@ -4,30 +4,21 @@
 use std::path::Path;
 use std::process::Command;
 
+use berth_contract::{ErrorCode, FunctionConfig, Mode, Task, TaskStatus};
 use reqwest::StatusCode;
-use reqwest::header::HeaderMap;
-use serde_json::{Value, json};
 
 use crate::harness::{
-    Server, assert_no_containers, containers, docker_inspect, error_code, wait_for_containers,
+    Server, assert_no_containers, containers, docker_inspect, error_code, image, sh, task_id,
+    wait_for_containers,
 };
 
 /// Tries mount, a raw socket and ptrace; built by
 /// `scripts/build-test-images.sh`.
 const PROBE: &str = "berth-test/probe:latest";
 
-fn task_id(headers: &HeaderMap) -> String {
-    headers["x-berth-task-id"].to_str().unwrap().to_owned()
-}
-
-async fn logs(server: &Server, id: &str) -> String {
-    let resp = server
-        .req(reqwest::Method::GET, &format!("/v1/tasks/{id}/logs"))
-        .send()
-        .await
-        .expect("logs");
-    assert_eq!(resp.status(), StatusCode::OK, "logs of {id}");
-    resp.text().await.expect("logs body")
+/// The code of a task's error, if it has one.
+fn error_of(t: &Task) -> Option<ErrorCode> {
+    t.error.as_ref().map(|e| e.code)
 }
 
 /// Free bytes of the filesystem holding `path`, as statvfs(3) reports it.
@@ -69,9 +60,11 @@ fn instance_of(server: &Server, function: &str) -> String {
 
 /// A call of an unrelated function, to show the node still serves.
 async fn next_call_succeeds(server: &Server) {
-    server
-        .deploy_sh("sbx-after", "echo fine", json!({"mode": "exec"}))
-        .await;
+    let fine = FunctionConfig {
+        mode: Mode::Exec,
+        ..sh("echo fine")
+    };
+    server.deploy("sbx-after", &fine).await;
     let (status, _, body) = server.invoke("sbx-after", "", "").await;
     assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&body));
     assert_eq!(body, b"fine\n");
@@ -98,30 +91,31 @@ bomb
 #[tokio::test(flavor = "multi_thread")]
 async fn s13_fork_bomb_hits_the_pids_limit() {
     let server = Server::start().await;
-    for mode in ["exec", "fresh"] {
-        let name = format!("sbx-s13-{mode}");
-        server
-            .deploy_sh(
-                &name,
-                FORK_BOMB,
-                json!({"mode": mode, "max_instances": 1, "concurrency": 1, "timeout_secs": 60}),
-            )
-            .await;
+    for mode in [Mode::Exec, Mode::Fresh] {
+        let name = format!("sbx-s13-{}", mode.as_str());
+        let bomb = FunctionConfig {
+            mode,
+            max_instances: 1,
+            concurrency: 1,
+            timeout_secs: 60,
+            ..sh(FORK_BOMB)
+        };
+        server.deploy(&name, &bomb).await;
         let (status, headers, body) = server.invoke(&name, "", "").await;
         let text = String::from_utf8_lossy(&body).into_owned();
-        assert_eq!(status, StatusCode::BAD_GATEWAY, "{mode}: {text}");
-        assert_eq!(error_code(&body), "function_failed", "{mode}: {text}");
+        assert_eq!(status, StatusCode::BAD_GATEWAY, "{mode:?}: {text}");
+        assert_eq!(error_code(&body), "function_failed", "{mode:?}: {text}");
         let id = task_id(&headers);
         let task = server.task(&id).await;
-        assert_eq!(task["status"], "failed", "{mode}: {task}");
-        assert_eq!(task["error"]["code"], "exit", "{mode}: {task}");
-        let log = logs(&server, &id).await;
+        assert_eq!(task.status, TaskStatus::Failed, "{mode:?}: {task:?}");
+        assert_eq!(error_of(&task), Some(ErrorCode::Exit), "{mode:?}: {task:?}");
+        let log = server.logs(&id).await;
         assert!(
             log.contains("can't fork: Resource temporarily unavailable"),
-            "{mode}: the bomb should end on a refused fork:\n{log}"
+            "{mode:?}: the bomb should end on a refused fork:\n{log}"
         );
         match mode {
-            "exec" => {
+            Mode::Exec => {
                 // The same instance answers, and its cgroup counted the
                 // forks refused at the limit.
                 let (status, _, body) = server.invoke(&name, "check", "").await;
@@ -151,21 +145,21 @@ async fn s13_fork_bomb_hits_the_pids_limit() {
 async fn s14_memory_hog_is_failed_oom() {
     let server = Server::start().await;
     // busybox sort holds a whole line in memory: 200 MB with no newline.
-    server
-        .deploy_sh(
-            "sbx-s14-hog",
-            "head -c 200000000 /dev/zero | sort > /dev/null",
-            json!({"memory_mb": 16, "concurrency": 1, "max_instances": 1}),
-        )
-        .await;
+    let hog = FunctionConfig {
+        memory_mb: 16,
+        concurrency: 1,
+        max_instances: 1,
+        ..sh("head -c 200000000 /dev/zero | sort > /dev/null")
+    };
+    server.deploy("sbx-s14-hog", &hog).await;
     for _ in 0..3 {
         let (status, headers, body) = server.invoke("sbx-s14-hog", "", "").await;
         let text = String::from_utf8_lossy(&body).into_owned();
         assert_eq!(status, StatusCode::BAD_GATEWAY, "{text}");
         assert_eq!(error_code(&body), "oom", "{text}");
         let t = server.task(&task_id(&headers)).await;
-        assert_eq!(t["status"], "failed");
-        assert_eq!(t["error"]["code"], "oom");
+        assert_eq!(t.status, TaskStatus::Failed);
+        assert_eq!(error_of(&t), Some(ErrorCode::Oom));
     }
     server.assert_no_panic();
 }
@@ -180,13 +174,12 @@ async fn s15_filling_tmp_is_enospc_inside_host_disk_unchanged() {
     let server = Server::start().await;
     let fill = "rm -f /tmp/fill; dd if=/dev/zero of=/tmp/fill bs=1M count=1024 2>&1; \
                 echo \"filled $(du -k /tmp/fill | cut -f1) KiB\"";
-    server
-        .deploy_sh(
-            "sbx-s15-fill",
-            fill,
-            json!({"mode": "exec", "max_instances": 1}),
-        )
-        .await;
+    let filler = FunctionConfig {
+        mode: Mode::Exec,
+        max_instances: 1,
+        ..sh(fill)
+    };
+    server.deploy("sbx-s15-fill", &filler).await;
     let docker_root = docker_root();
     let watched = [Path::new(&docker_root), server.data_dir()];
     let mut drops = Vec::new();
@@ -246,17 +239,19 @@ async fn s16_infinite_loop_times_out_and_the_slot_is_reused() {
     let server = Server::start_with(&["--max-containers", "1"]).await;
     // The limit is in force: while a task holds the only slot, a call is
     // refused for capacity.
-    server
-        .deploy_sh("sbx-s16-hold", "sleep 600", json!({"mode": "fresh"}))
-        .await;
-    server
-        .deploy_sh(
-            "sbx-s16-fresh",
-            "while :; do :; done",
-            json!({"mode": "fresh", "timeout_secs": 1, "max_instances": 1}),
-        )
-        .await;
-    let hold = server.submit("sbx-s16-hold", "").await;
+    let hold = FunctionConfig {
+        mode: Mode::Fresh,
+        ..sh("sleep 600")
+    };
+    server.deploy("sbx-s16-hold", &hold).await;
+    let endless = |mode| FunctionConfig {
+        mode,
+        timeout_secs: 1,
+        max_instances: 1,
+        ..sh("while :; do :; done")
+    };
+    server.deploy("sbx-s16-fresh", &endless(Mode::Fresh)).await;
+    let hold = server.submit("sbx-s16-hold", "").await.id;
     let held = format!("dev.berth.task={hold}");
     wait_for_containers(&held).await;
     let (status, _, body) = server.invoke("sbx-s16-fresh", "", "").await;
@@ -267,32 +262,21 @@ async fn s16_infinite_loop_times_out_and_the_slot_is_reused() {
         String::from_utf8_lossy(&body)
     );
     assert_eq!(error_code(&body), "no_capacity");
-    let resp = server
-        .req(reqwest::Method::DELETE, &format!("/v1/tasks/{hold}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
+    server.cancel(&hold).await;
     assert_no_containers(&held).await;
 
-    for mode in ["fresh", "exec"] {
-        let name = format!("sbx-s16-{mode}");
-        server
-            .deploy_sh(
-                &name,
-                "while :; do :; done",
-                json!({"mode": mode, "timeout_secs": 1, "max_instances": 1}),
-            )
-            .await;
+    for mode in [Mode::Fresh, Mode::Exec] {
+        let name = format!("sbx-s16-{}", mode.as_str());
+        server.deploy(&name, &endless(mode)).await;
         // Twice: a slot kept by the first run would refuse the second.
         for _ in 0..2 {
             let (status, headers, body) = server.invoke(&name, "", "").await;
             let text = String::from_utf8_lossy(&body).into_owned();
-            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{mode}: {text}");
+            assert_eq!(status, StatusCode::GATEWAY_TIMEOUT, "{mode:?}: {text}");
             assert_eq!(error_code(&body), "timeout", "{text}");
             let id = task_id(&headers);
-            assert_eq!(server.task(&id).await["status"], "timed_out");
-            if mode == "fresh" {
+            assert_eq!(server.task(&id).await.status, TaskStatus::TimedOut);
+            if mode == Mode::Fresh {
                 assert_no_containers(&format!("dev.berth.task={id}")).await;
             }
         }
@@ -313,12 +297,13 @@ echo "routes: $(tail -n +2 /proc/net/route | wc -l)"
 nc -w 2 192.0.2.1 80 </dev/null 2>&1
 echo "nc: $?"
 "#;
-    for mode in ["exec", "fresh"] {
-        let name = format!("sbx-s17-{mode}");
-        server.deploy_sh(&name, script, json!({"mode": mode})).await;
+    for mode in [Mode::Exec, Mode::Fresh] {
+        let name = format!("sbx-s17-{}", mode.as_str());
+        let probe = FunctionConfig { mode, ..sh(script) };
+        server.deploy(&name, &probe).await;
         let (status, _, body) = server.invoke(&name, "", "").await;
         let out = String::from_utf8_lossy(&body).into_owned();
-        assert_eq!(status, StatusCode::OK, "{mode}: {out}");
+        assert_eq!(status, StatusCode::OK, "{mode:?}: {out}");
         for line in [
             "net: lo ",
             "routes: 0",
@@ -327,7 +312,7 @@ echo "nc: $?"
         ] {
             assert!(
                 out.lines().any(|l| l == line),
-                "{mode}: expected {line:?} in:\n{out}"
+                "{mode:?}: expected {line:?} in:\n{out}"
             );
         }
     }
@@ -343,21 +328,20 @@ echo "nc: $?"
 #[tokio::test(flavor = "multi_thread")]
 async fn s18_mount_raw_socket_and_ptrace_are_eperm() {
     let server = Server::start().await;
+    let probe = |mode, run_as_root| FunctionConfig {
+        mode,
+        run_as_root,
+        ..image(PROBE)
+    };
     let cases = [
-        ("sbx-s18-user", json!({"mode": "exec"}), "65534"),
-        (
-            "sbx-s18-root",
-            json!({"mode": "exec", "run_as_root": true}),
-            "0",
-        ),
+        ("sbx-s18-user", probe(Mode::Exec, false), "65534"),
+        ("sbx-s18-root", probe(Mode::Exec, true), "0"),
         // A fresh container has no agent: PID 1 is the probe itself, so
         // its ptrace line says nothing and is not checked.
-        ("sbx-s18-fresh", json!({"mode": "fresh"}), "65534"),
+        ("sbx-s18-fresh", probe(Mode::Fresh, false), "65534"),
     ];
-    for (name, extra, uid) in cases {
-        server
-            .deploy(name, with(json!({"image": PROBE}), extra))
-            .await;
+    for (name, config, uid) in cases {
+        server.deploy(name, &config).await;
         let (status, _, body) = server.invoke(name, "", "").await;
         let out = String::from_utf8_lossy(&body).into_owned();
         assert_eq!(status, StatusCode::OK, "{name}: {out}");
@@ -399,34 +383,29 @@ async fn s19_huge_stderr_is_capped_and_the_task_is_fine() {
         "\n[berth: log truncated at {CAP} bytes; {} bytes dropped]\n",
         WRITTEN - CAP
     );
-    for mode in ["exec", "fresh"] {
-        let name = format!("sbx-s19-{mode}");
-        server
-            .deploy_sh(&name, &script, json!({"mode": mode, "timeout_secs": 120}))
-            .await;
+    for mode in [Mode::Exec, Mode::Fresh] {
+        let name = format!("sbx-s19-{}", mode.as_str());
+        let noisy = FunctionConfig {
+            mode,
+            timeout_secs: 120,
+            ..sh(&script)
+        };
+        server.deploy(&name, &noisy).await;
         let (status, headers, body) = server.invoke(&name, "", "").await;
         let out = String::from_utf8_lossy(&body).into_owned();
         assert_eq!(
             status,
             StatusCode::OK,
-            "{mode}: {}",
+            "{mode:?}: {}",
             &out[..out.len().min(500)]
         );
-        assert_eq!(out, "done\n", "{mode}");
+        assert_eq!(out, "done\n", "{mode:?}");
         let id = task_id(&headers);
-        assert_eq!(server.task(&id).await["status"], "succeeded");
-        let log = logs(&server, &id).await;
-        assert_eq!(log.len(), CAP + note.len(), "{mode}");
-        assert!(log.starts_with(&kept), "{mode}: the start is kept");
-        assert_eq!(&log[CAP..], note, "{mode}");
+        assert_eq!(server.task(&id).await.status, TaskStatus::Succeeded);
+        let log = server.logs(&id).await;
+        assert_eq!(log.len(), CAP + note.len(), "{mode:?}");
+        assert!(log.starts_with(&kept), "{mode:?}: the start is kept");
+        assert_eq!(&log[CAP..], note, "{mode:?}");
     }
     server.assert_no_panic();
-}
-
-/// A deploy body with `extra`'s fields added.
-fn with(mut body: Value, extra: Value) -> Value {
-    if let (Some(b), Some(e)) = (body.as_object_mut(), extra.as_object()) {
-        b.extend(e.clone());
-    }
-    body
 }

@@ -4,10 +4,12 @@
 use std::path::Path;
 use std::process::Stdio;
 
+use berth_client::TaskQuery;
+use berth_contract::{FunctionConfig, QuotaOverrides, Task, TaskStatus};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::harness::{BUSYBOX, Server, error_code};
+use crate::harness::{BUSYBOX, Server, error_code, sh, task_id};
 use crate::registry::{Images, docker, host, put_blob, run, sha256};
 
 /// Logs Docker in as `tenant` (a per-test config) and pushes the busybox
@@ -48,17 +50,17 @@ async fn status_and_body(req: reqwest::RequestBuilder) -> (StatusCode, Vec<u8>) 
 #[tokio::test(flavor = "multi_thread")]
 async fn s01_another_tenants_task_and_function_answer_like_missing_ones() {
     let server = Server::start().await;
-    server
-        .deploy_sh("mine", "cat; echo to-stderr >&2", json!({}))
-        .await;
+    server.deploy("mine", &sh("cat; echo to-stderr >&2")).await;
     let (status, headers, _) = server.invoke("mine", "", "hello").await;
     assert_eq!(status, StatusCode::OK);
-    let sync_id = headers["x-berth-task-id"].to_str().unwrap().to_owned();
-    let async_id = server.submit("mine", "queued input").await;
-    let done = server.wait_task(&async_id).await;
-    assert_eq!(done["status"], "succeeded");
+    let sync_id = task_id(&headers);
+    let async_id = server.submit("mine", "queued input").await.id;
+    let done = server.wait(&async_id).await;
+    assert_eq!(done.status, TaskStatus::Succeeded);
 
-    let beta = server.create_tenant("beta", json!({})).await;
+    let beta = server
+        .create_tenant("beta", QuotaOverrides::default())
+        .await;
     let missing_task = "0190c8e4-5b4a-7c9e-8f00-000000000000";
     for id in [&sync_id, &async_id] {
         for (method, suffix) in [
@@ -84,15 +86,12 @@ async fn s01_another_tenants_task_and_function_answer_like_missing_ones() {
             assert_eq!(error_code(&theirs.1), "task_not_found");
         }
     }
-    let listed: Value = server
-        .req_as(&beta, Method::GET, "/v1/tasks")
-        .send()
+    let listed = server
+        .client_as(&beta)
+        .tasks(&TaskQuery::default())
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(listed["tasks"], json!([]));
+        .expect("beta's tasks");
+    assert!(listed.tasks.is_empty(), "{listed:?}");
 
     for (method, suffix) in [
         (Method::GET, ""),
@@ -125,7 +124,7 @@ async fn s01_another_tenants_task_and_function_answer_like_missing_ones() {
 
     // None of it changed anything of the owner's.
     assert_eq!(server.task(&async_id).await, done);
-    assert_eq!(server.task(&sync_id).await["status"], "succeeded");
+    assert_eq!(server.task(&sync_id).await.status, TaskStatus::Succeeded);
     assert_eq!(server.output(&async_id).await, b"queued input");
     let (status, _, body) = server.invoke("mine", "", "still here").await;
     assert_eq!(
@@ -138,8 +137,10 @@ async fn s01_another_tenants_task_and_function_answer_like_missing_ones() {
 #[tokio::test(flavor = "multi_thread")]
 async fn s02_missing_malformed_and_revoked_keys_are_401() {
     let server = Server::start().await;
-    server.deploy_sh("f", "cat", json!({})).await;
-    let gamma = server.create_tenant("gamma", json!({})).await;
+    server.deploy("f", &sh("cat")).await;
+    let gamma = server
+        .create_tenant("gamma", QuotaOverrides::default())
+        .await;
     let resp = server
         .req(Method::DELETE, "/v1/tenants/gamma/keys")
         .send()
@@ -210,14 +211,21 @@ async fn s05_a_tenant_over_its_quotas_gets_429_and_others_do_not() {
     let alpha = server
         .create_tenant(
             "alpha",
-            json!({"max_concurrent_tasks": 1, "max_queued_tasks": 1}),
+            QuotaOverrides {
+                max_concurrent_tasks: Some(1),
+                max_queued_tasks: Some(1),
+                ..Default::default()
+            },
         )
         .await;
     let image = push_busybox(&server, &config, "alpha", &alpha, "bb");
     let _cleanup = Images(&config, vec![image]);
     let resp = server
         .req_as(&alpha, Method::PUT, "/v1/functions/slow")
-        .json(&json!({"image": "bb:1", "command": ["/bin/sh", "-c", "sleep 600"]}))
+        .json(&FunctionConfig {
+            image: "bb:1".into(),
+            ..sh("sleep 600")
+        })
         .send()
         .await
         .unwrap();
@@ -227,24 +235,22 @@ async fn s05_a_tenant_over_its_quotas_gets_429_and_others_do_not() {
         "{:?}",
         resp.text().await
     );
-    server.deploy_sh("admin-fn", "cat", json!({})).await;
+    server.deploy("admin-fn", &sh("cat")).await;
+    let as_alpha = server.client_as(&alpha);
 
     // One call runs: the tenant's whole concurrency.
     let running = {
         let req = server.req_as(&alpha, Method::POST, "/v1/functions/slow/invoke");
         tokio::spawn(async move { req.send().await.map(|r| r.status()) })
     };
+    let running_tasks = TaskQuery {
+        status: Some("running".into()),
+        ..Default::default()
+    };
     let first = loop {
-        let v: Value = server
-            .req_as(&alpha, Method::GET, "/v1/tasks?status=running")
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if let Some(id) = v["tasks"][0]["id"].as_str() {
-            break id.to_owned();
+        let page = as_alpha.tasks(&running_tasks).await.expect("alpha's tasks");
+        if let Some(t) = page.tasks.into_iter().next() {
+            break t.id;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     };
@@ -266,7 +272,7 @@ async fn s05_a_tenant_over_its_quotas_gets_429_and_others_do_not() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::ACCEPTED);
-    let queued: Value = resp.json().await.unwrap();
+    let queued: Task = resp.json().await.unwrap();
     let resp = server
         .req_as(&alpha, Method::POST, "/v1/functions/slow/tasks")
         .send()
@@ -277,15 +283,11 @@ async fn s05_a_tenant_over_its_quotas_gets_429_and_others_do_not() {
     let body = resp.bytes().await.unwrap();
     assert_eq!(error_code(&body), "quota_exceeded");
     assert!(String::from_utf8_lossy(&body).contains("max_queued_tasks"));
-    let all: Value = server
-        .req_as(&alpha, Method::GET, "/v1/tasks")
-        .send()
+    let all = as_alpha
+        .tasks(&TaskQuery::default())
         .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(all["tasks"].as_array().unwrap().len(), 2, "{all}");
+        .expect("alpha's tasks");
+    assert_eq!(all.tasks.len(), 2, "{all:?}");
 
     // The admin tenant is not held back by alpha's limits.
     for _ in 0..3 {
@@ -301,23 +303,16 @@ async fn s05_a_tenant_over_its_quotas_gets_429_and_others_do_not() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(running.await.unwrap().unwrap(), StatusCode::CONFLICT);
-    let id = queued["id"].as_str().unwrap();
+    let id = &queued.id;
     let begun = std::time::Instant::now();
     loop {
-        let t: Value = server
-            .req_as(&alpha, Method::GET, &format!("/v1/tasks/{id}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if t["status"] == "running" {
+        let t = as_alpha.task(id).await.expect("alpha's task");
+        if t.status == TaskStatus::Running {
             break;
         }
         assert!(
             begun.elapsed() < crate::harness::PATIENCE,
-            "never started: {t}"
+            "never started: {t:?}"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
@@ -333,7 +328,7 @@ async fn s05_a_tenant_over_its_quotas_gets_429_and_others_do_not() {
 #[tokio::test(flavor = "multi_thread")]
 async fn s06_idempotency_key_returns_the_same_task_or_422() {
     let server = Server::start().await;
-    server.deploy_sh("once", "cat", json!({})).await;
+    server.deploy("once", &sh("cat")).await;
     let submit = |key: &str, body: &'static str| {
         server
             .req(Method::POST, "/v1/functions/once/tasks")
@@ -343,12 +338,12 @@ async fn s06_idempotency_key_returns_the_same_task_or_422() {
     };
     let first = submit("payment-42", "amount=10").await.unwrap();
     assert_eq!(first.status(), StatusCode::ACCEPTED);
-    let first: Value = first.json().await.unwrap();
+    let first: Task = first.json().await.unwrap();
     let again = submit("payment-42", "amount=10").await.unwrap();
     assert_eq!(again.status(), StatusCode::ACCEPTED);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
-    let again: Value = again.json().await.unwrap();
-    assert_eq!(again["id"], first["id"]);
+    let again: Task = again.json().await.unwrap();
+    assert_eq!(again.id, first.id);
 
     let conflict = submit("payment-42", "amount=99").await.unwrap();
     assert_eq!(conflict.status(), StatusCode::UNPROCESSABLE_ENTITY);
@@ -357,22 +352,27 @@ async fn s06_idempotency_key_returns_the_same_task_or_422() {
         "idempotency_key_reused"
     );
 
-    let id = first["id"].as_str().unwrap();
-    let t = server.wait_task(id).await;
-    assert_eq!(t["status"], "succeeded");
+    let id = &first.id;
+    let t = server.wait(id).await;
+    assert_eq!(t.status, TaskStatus::Succeeded);
     assert_eq!(server.output(id).await, b"amount=10");
     // After it ran, the same request still names the same task, which ran once.
-    let late: Value = submit("payment-42", "amount=10")
+    let late: Task = submit("payment-42", "amount=10")
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(late["id"], first["id"]);
-    assert_eq!(late["status"], "succeeded");
-    assert_eq!(late["attempt"], 1);
-    let all = server.get_json("/v1/tasks?function=once").await;
-    assert_eq!(all["tasks"].as_array().unwrap().len(), 1, "{all}");
+    assert_eq!(late.id, first.id);
+    assert_eq!(late.status, TaskStatus::Succeeded);
+    assert_eq!(late.attempt, 1);
+    let all = server
+        .tasks(&TaskQuery {
+            function: Some("once".into()),
+            ..Default::default()
+        })
+        .await;
+    assert_eq!(all.tasks.len(), 1, "{all:?}");
     server.assert_no_panic();
 }
 
@@ -382,8 +382,12 @@ async fn s12_cross_tenant_push_pull_and_mount_are_denied() {
     let work = tempfile::tempdir().unwrap();
     let alpha_cfg = work.path().join("alpha");
     let beta_cfg = work.path().join("beta");
-    let alpha = server.create_tenant("alpha", json!({})).await;
-    let beta = server.create_tenant("beta", json!({})).await;
+    let alpha = server
+        .create_tenant("alpha", QuotaOverrides::default())
+        .await;
+    let beta = server
+        .create_tenant("beta", QuotaOverrides::default())
+        .await;
     let image = push_busybox(&server, &alpha_cfg, "alpha", &alpha, "private");
     let _cleanup = Images(&alpha_cfg, vec![image.clone()]);
     let manifest_before = server
