@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: prepares the host (Docker
 # Engine, busybox), builds every test image from local static binaries, then
-# runs lints, unit tests and the end-to-end tests against the real engine.
+# runs lints, unit tests and the end-to-end tests against the real engine,
+# and last checks a live server against its OpenAPI document (schemathesis,
+# scripts/api-conformance.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
@@ -25,3 +27,6 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --locked --no-fail-fast
 fi
+
+echo "== API conformance (schemathesis over every operation of /openapi.json)"
+scripts/api-conformance.sh

@@ -18,14 +18,15 @@ use crate::extract::{FnName, json_body};
 
 /// `PUT`: the body is the whole definition; settings it leaves out take
 /// their defaults.
-#[utoipa::path(put, path = "/v1/functions/{name}", tag = "functions",
+#[utoipa::path(put, path = "/v1/functions/{name}", tag = "functions", operation_id = "deploy_function",
     params(("name" = String, Path, description = "function name")),
     request_body = FunctionConfig,
     responses(
         (status = 201, description = "a new version was made", body = Deployed),
         (status = 200, description = "nothing changed; the version in force", body = Deployed),
         (status = 400, body = berth_contract::ErrorBody),
-        (status = 415, body = berth_contract::ErrorBody)),
+        (status = 413, description = "the JSON body is over 1 MiB", body = berth_contract::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = berth_contract::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn put(
     State(state): State<AppState>,
@@ -40,7 +41,7 @@ pub async fn put(
 
 /// `PATCH`: a JSON merge patch (RFC 7396) over the version in force, so a
 /// redeploy that names only `timeout_secs` keeps every other setting.
-#[utoipa::path(patch, path = "/v1/functions/{name}", tag = "functions",
+#[utoipa::path(patch, path = "/v1/functions/{name}", tag = "functions", operation_id = "patch_function",
     params(("name" = String, Path, description = "function name")),
     request_body(content = FunctionPatch, content_type = "application/merge-patch+json"),
     responses(
@@ -48,7 +49,8 @@ pub async fn put(
         (status = 200, description = "nothing changed; the version in force", body = Deployed),
         (status = 400, body = berth_contract::ErrorBody),
         (status = 404, body = berth_contract::ErrorBody),
-        (status = 415, body = berth_contract::ErrorBody)),
+        (status = 413, description = "the JSON body is over 1 MiB", body = berth_contract::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = berth_contract::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn patch(
     State(state): State<AppState>,
@@ -121,10 +123,11 @@ async fn deploy(
     Ok((status, Json(body)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions",
+#[utoipa::path(get, path = "/v1/functions/{name}", tag = "functions", operation_id = "get_function",
     params(("name" = String, Path, description = "function name")),
     responses(
         (status = 200, description = "the function with every version", body = Function),
+        (status = 400, description = "the name is not valid UTF-8", body = berth_contract::ErrorBody),
         (status = 404, body = berth_contract::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
@@ -137,7 +140,7 @@ pub async fn get(
     Ok(Json(Function::new(&summary, Some(&versions))))
 }
 
-#[utoipa::path(get, path = "/v1/functions", tag = "functions",
+#[utoipa::path(get, path = "/v1/functions", tag = "functions", operation_id = "list_functions",
     responses((status = 200, description = "the caller's functions", body = FunctionList)),
     security(("bearer" = [])))]
 pub async fn list(
@@ -150,10 +153,11 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions",
+#[utoipa::path(delete, path = "/v1/functions/{name}", tag = "functions", operation_id = "delete_function",
     params(("name" = String, Path, description = "function name")),
     responses(
         (status = 204, description = "deleted; its queued tasks fail"),
+        (status = 400, description = "the name is not valid UTF-8", body = berth_contract::ErrorBody),
         (status = 404, body = berth_contract::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn delete(

@@ -7,16 +7,25 @@
 //! 502, 504); one that writes more commits to 200 and streams, and if it
 //! then fails the response is cut off mid-body (the client sees a transfer
 //! error, never a clean truncated success), and the task records why.
+//!
+//! `Server-Timing` has the same problem: the durations are known when the
+//! call ends. An answer that fits the window carries it as a header; a
+//! streamed one carries it as a trailer after the last chunk, announced by
+//! `Trailer: server-timing`, to callers that accept trailers (`TE:
+//! trailers` on HTTP/1.1, which hyper requires before it sends any; HTTP/1.1
+//! clients that do not say so would not read them). The task record's
+//! `timing` always has them.
 
 use std::io;
 
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, Request, State};
-use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::response::{IntoResponse, Response};
 use berth_core::{RequestMeta, TaskId, TaskStatus};
 use berth_scheduler::{InputStream, ResponseHead, SyncCall};
 use futures::{StreamExt, TryStreamExt, stream};
+use tokio::sync::oneshot;
 
 use crate::AppState;
 use crate::auth::Tenant;
@@ -79,6 +88,24 @@ pub struct FunctionCall {
     pub name: String,
     pub meta: RequestMeta,
     pub body: InputStream,
+    /// Whether a streamed answer may end with trailers.
+    pub accepts_trailers: bool,
+}
+
+/// HTTP/2 always allows trailers; HTTP/1.1 only to a caller that sent
+/// `TE: trailers` (RFC 9110, 6.5.1), and hyper drops them otherwise.
+fn accepts_trailers(version: Version, headers: &HeaderMap) -> bool {
+    version >= Version::HTTP_2
+        || headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| {
+                t.split(';')
+                    .next()
+                    .is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            })
 }
 
 impl<S: Send + Sync> FromRequest<S> for FunctionCall {
@@ -108,6 +135,7 @@ impl<S: Send + Sync> FromRequest<S> for FunctionCall {
             name,
             meta,
             body: body_stream(body),
+            accepts_trailers: accepts_trailers(parts.version, &parts.headers),
         })
     }
 }
@@ -120,9 +148,10 @@ pub(crate) fn task_headers(resp: &mut Response, id: TaskId, version: i64) {
     h.insert(VERSION_HEADER, HeaderValue::from(version));
 }
 
-#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "calls",
+#[utoipa::path(post, path = "/v1/functions/{name}/invoke", tag = "calls", operation_id = "invoke_function",
     params(
         ("name" = String, Path, description = "function name"),
+        ("TE" = Option<String>, Header, description = "`trailers`: an answer longer than 64 KiB ends with a `Server-Timing` trailer"),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream",
         description = "the function's stdin (any media type)"),
@@ -130,8 +159,11 @@ pub(crate) fn task_headers(resp: &mut Response, id: TaskId, version: i64) {
         (status = 200, description = "the function's stdout (http mode: its own status and headers)",
             content_type = "application/octet-stream", body = Vec<u8>,
             headers(("x-berth-task-id" = String), ("x-berth-version" = i64),
-                ("server-timing" = String, description = "queue, pull, start and run durations (ms), when the answer fits the first 64 KiB"))),
+                ("server-timing" = String, description = "queue, pull, start and run durations (ms), when the answer fits in the first 64 KiB; past that it streams and this is a trailer instead (only to callers that sent `TE: trailers`); always in the task's `timing`"),
+                ("trailer" = String, description = "`server-timing` on a streamed answer to a caller that accepts trailers"))),
+        (status = 400, description = "the name is not valid UTF-8, or the body was cut off", body = berth_contract::ErrorBody),
         (status = 404, body = berth_contract::ErrorBody),
+        (status = 409, description = "the call was cancelled (`DELETE /v1/tasks/{id}`)", body = berth_contract::ErrorBody),
         (status = 413, body = berth_contract::ErrorBody),
         (status = 429, body = berth_contract::ErrorBody),
         (status = 502, description = "the function failed", body = berth_contract::ErrorBody),
@@ -143,11 +175,11 @@ pub async fn invoke(State(state): State<AppState>, req: FunctionCall) -> ApiResu
         .tasks
         .invoke(&req.tenant, &req.name, req.meta, req.body)
         .await?;
-    Ok(respond(call).await)
+    Ok(respond(call, req.accepts_trailers).await)
 }
 
 /// Turns a running call into the HTTP response: see the module comment.
-pub async fn respond(mut call: SyncCall) -> Response {
+pub async fn respond(mut call: SyncCall, accepts_trailers: bool) -> Response {
     let (id, version) = (call.task_id, call.version);
     // An http-mode function answers with its own status and headers; when
     // none comes (the program failed first), the result decides.
@@ -181,7 +213,7 @@ pub async fn respond(mut call: SyncCall) -> Response {
         } else {
             ApiError::of_call(&result, id).into_response()
         };
-        if let Ok(v) = HeaderValue::from_str(&server_timing(&result.timing)) {
+        if let Some(v) = server_timing(&result.timing) {
             resp.headers_mut().insert(SERVER_TIMING, v);
         }
         resp
@@ -190,9 +222,15 @@ pub async fn respond(mut call: SyncCall) -> Response {
             rx.recv().await.map(|chunk| (Ok::<_, io::Error>(chunk), rx))
         });
         let result = call.result;
+        // The verdict is the stream's last item, so the timing is in the
+        // channel by the time the trailers are asked for.
+        let (timing_tx, timing_rx) = oneshot::channel();
         let verdict = stream::once(async move {
             match result.await {
-                Ok(r) if r.outcome.status == TaskStatus::Succeeded => None,
+                Ok(r) if r.outcome.status == TaskStatus::Succeeded => {
+                    let _ = timing_tx.send(r.timing);
+                    None
+                }
                 Ok(r) => Some(Err(io::Error::other(format!(
                     "function failed after its output began: {}",
                     r.outcome.error.map(|e| e.message).unwrap_or_default()
@@ -206,7 +244,18 @@ pub async fn respond(mut call: SyncCall) -> Response {
                 .chain(rest)
                 .chain(verdict),
         );
-        ok_response(body, fn_head.as_ref())
+        if accepts_trailers {
+            let body = http_body_util::BodyExt::with_trailers(body, async move {
+                let value = server_timing(&timing_rx.await.ok()?)?;
+                Some(Ok(HeaderMap::from_iter([(SERVER_TIMING, value)])))
+            });
+            let mut resp = ok_response(Body::new(body), fn_head.as_ref());
+            resp.headers_mut()
+                .insert(header::TRAILER, HeaderValue::from_static("server-timing"));
+            resp
+        } else {
+            ok_response(body, fn_head.as_ref())
+        }
     };
     task_headers(&mut resp, id, version);
     resp
@@ -228,9 +277,10 @@ const DROPPED_RESPONSE_HEADERS: &[&str] = &[
     "x-berth-version",
 ];
 
-/// `Server-Timing` (W3C) entries for where the call's time went.
-fn server_timing(t: &berth_core::Timing) -> String {
-    [
+/// `Server-Timing` (W3C) entries for where the call's time went; none
+/// when nothing was measured.
+pub(crate) fn server_timing(t: &berth_core::Timing) -> Option<HeaderValue> {
+    let entries = [
         ("queue", t.queued_ms),
         ("pull", t.pull_ms),
         ("start", t.start_ms),
@@ -238,8 +288,11 @@ fn server_timing(t: &berth_core::Timing) -> String {
     ]
     .iter()
     .filter_map(|(name, ms)| ms.map(|ms| format!("{name};dur={ms}")))
-    .collect::<Vec<_>>()
-    .join(", ")
+    .collect::<Vec<_>>();
+    if entries.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&entries.join(", ")).ok()
 }
 
 fn ok_response(body: Body, fn_head: Option<&ResponseHead>) -> Response {

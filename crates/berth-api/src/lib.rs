@@ -7,6 +7,7 @@
 //! scheduler and the shared types only: never on the store or an executor.
 
 mod auth;
+mod connection;
 mod error;
 mod extract;
 mod functions;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
                 .delete(functions::delete),
         )
         .route("/functions/{name}/invoke", post(invoke::invoke))
+        // The sub-path is the function's own (see `openapi::InvokeSubPath`).
         .route("/functions/{name}/invoke/{*path}", post(invoke::invoke))
         .route("/functions/{name}/tasks", post(tasks::submit))
         .route("/tasks", get(tasks::list))
@@ -62,11 +64,14 @@ pub fn router(state: AppState) -> Router {
         ));
     Router::new()
         .nest("/v1", v1)
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Outermost, so it sees every answer, the auth layer's and the
+        // fallbacks' included.
+        .layer(middleware::from_fn(connection::close_if_body_unread))
         .with_state(state)
 }
 
@@ -82,7 +87,17 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "service", operation_id = "healthz",
+    responses((status = 200, description = "the process serves requests", content_type = "text/plain", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
 /// Ready when the store answers and at least one executor is healthy.
+#[utoipa::path(get, path = "/readyz", tag = "service", operation_id = "readyz",
+    responses(
+        (status = 200, description = "the store answers and an executor is healthy", body = berth_contract::Readiness),
+        (status = 503, description = "not ready: what is missing", body = berth_contract::Readiness)))]
 async fn readyz(axum::extract::State(state): axum::extract::State<AppState>) -> impl IntoResponse {
     let r = state.tasks.readiness().await;
     let body = berth_contract::Readiness {

@@ -14,7 +14,7 @@ use crate::AppState;
 use crate::auth::Tenant;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::TaskPath;
-use crate::invoke::{FunctionCall, TASK_ID_HEADER, task_headers};
+use crate::invoke::{FunctionCall, TASK_ID_HEADER, server_timing, task_headers};
 
 const MAX_PAGE: u32 = 1000;
 const DEFAULT_PAGE: u32 = 100;
@@ -79,7 +79,7 @@ fn idempotency_key(meta: &berth_core::RequestMeta) -> ApiResult<Option<String>> 
     Ok(Some(key.to_owned()))
 }
 
-#[utoipa::path(post, path = "/v1/functions/{name}/tasks", tag = "calls",
+#[utoipa::path(post, path = "/v1/functions/{name}/tasks", tag = "calls", operation_id = "submit_task",
     params(
         ("name" = String, Path, description = "function name"),
         ("Prefer" = Option<String>, Header, description = "`wait=N`: answer inline if the task ends within N seconds (at most 300)"),
@@ -91,7 +91,9 @@ fn idempotency_key(meta: &berth_core::RequestMeta) -> ApiResult<Option<String>> 
         (status = 202, description = "accepted: on disk and queued", body = Task,
             headers(("location" = String), ("x-berth-task-id" = String))),
         (status = 200, description = "with `Prefer: wait`: the output, as from invoke",
-            content_type = "application/octet-stream", body = Vec<u8>),
+            content_type = "application/octet-stream", body = Vec<u8>,
+            headers(("x-berth-task-id" = String), ("x-berth-version" = i64),
+                ("server-timing" = String, description = "queue, pull, start and run durations (ms)"))),
         (status = 400, body = berth_contract::ErrorBody),
         (status = 404, body = berth_contract::ErrorBody),
         (status = 413, body = berth_contract::ErrorBody),
@@ -148,6 +150,9 @@ async fn finished_response(state: &AppState, task: &TaskRecord) -> ApiResult<Res
         ApiError::of_call(&result, task.id).into_response()
     };
     task_headers(&mut resp, task.id, task.version);
+    if let Some(v) = server_timing(&task.timing) {
+        resp.headers_mut().insert("server-timing", v);
+    }
     Ok(resp)
 }
 
@@ -162,7 +167,7 @@ fn accepted(task: &TaskRecord) -> ApiResult<Response> {
     Ok(resp)
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks",
+#[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", operation_id = "get_task",
     params(("id" = String, Path, description = "task id")),
     responses(
         (status = 200, description = "the task's status, timing and usage", body = Task),
@@ -213,7 +218,7 @@ fn parse_filter(params: &HashMap<String, String>) -> ApiResult<TaskFilter> {
     })
 }
 
-#[utoipa::path(get, path = "/v1/tasks", tag = "tasks",
+#[utoipa::path(get, path = "/v1/tasks", tag = "tasks", operation_id = "list_tasks",
     params(
         ("function" = Option<String>, Query, description = "only this function's tasks"),
         ("status" = Option<TaskStatus>, Query, description = "only tasks in this status"),
@@ -237,7 +242,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks",
+#[utoipa::path(delete, path = "/v1/tasks/{id}", tag = "tasks", operation_id = "cancel_task",
     params(("id" = String, Path, description = "task id")),
     responses(
         (status = 200, description = "cancelled: a queued task never runs, a running one is killed", body = Task),
@@ -286,7 +291,7 @@ async fn payload_of(
     Ok(resp)
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/output", tag = "tasks",
+#[utoipa::path(get, path = "/v1/tasks/{id}/output", tag = "tasks", operation_id = "get_task_output",
     params(("id" = String, Path, description = "task id")),
     responses(
         (status = 200, description = "the finished task's stdout", content_type = "application/octet-stream", body = Vec<u8>),
@@ -308,7 +313,7 @@ pub async fn output(
     .await
 }
 
-#[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks",
+#[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks", operation_id = "get_task_logs",
     params(("id" = String, Path, description = "task id")),
     responses(
         (status = 200, description = "the finished task's stderr (capped; empty when it wrote none)", content_type = "text/plain", body = String),

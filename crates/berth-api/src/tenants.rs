@@ -15,13 +15,15 @@ use crate::auth::Tenant;
 use crate::error::ApiResult;
 use crate::extract::{TenantPath, json_body};
 
-#[utoipa::path(post, path = "/v1/tenants", tag = "tenants",
+#[utoipa::path(post, path = "/v1/tenants", tag = "tenants", operation_id = "create_tenant",
     request_body = CreateTenant,
     responses(
         (status = 201, description = "created; its API key is shown only here", body = CreatedTenant),
         (status = 400, body = berth_contract::ErrorBody),
         (status = 403, description = "needs the admin key", body = berth_contract::ErrorBody),
-        (status = 409, body = berth_contract::ErrorBody)),
+        (status = 409, body = berth_contract::ErrorBody),
+        (status = 413, description = "the JSON body is over 1 MiB", body = berth_contract::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = berth_contract::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn create(
     State(state): State<AppState>,
@@ -41,7 +43,7 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
-#[utoipa::path(get, path = "/v1/tenants", tag = "tenants",
+#[utoipa::path(get, path = "/v1/tenants", tag = "tenants", operation_id = "list_tenants",
     responses(
         (status = 200, description = "every tenant", body = TenantList),
         (status = 403, description = "needs the admin key", body = berth_contract::ErrorBody)),
@@ -60,7 +62,7 @@ pub async fn list(
     }))
 }
 
-#[utoipa::path(get, path = "/v1/tenants/{name}", tag = "tenants",
+#[utoipa::path(get, path = "/v1/tenants/{name}", tag = "tenants", operation_id = "get_tenant",
     params(("name" = String, Path, description = "tenant name")),
     responses(
         (status = 200, description = "the tenant (the admin sees any, a tenant itself)", body = TenantView),
@@ -78,14 +80,16 @@ pub async fn get(
     )))
 }
 
-#[utoipa::path(put, path = "/v1/tenants/{name}/quotas", tag = "tenants",
+#[utoipa::path(put, path = "/v1/tenants/{name}/quotas", tag = "tenants", operation_id = "set_tenant_quotas",
     params(("name" = String, Path, description = "tenant name")),
     request_body = QuotaOverrides,
     responses(
         (status = 200, description = "the tenant's own settings replaced", body = TenantView),
         (status = 400, body = berth_contract::ErrorBody),
         (status = 403, description = "needs the admin key", body = berth_contract::ErrorBody),
-        (status = 404, body = berth_contract::ErrorBody)),
+        (status = 404, body = berth_contract::ErrorBody),
+        (status = 413, description = "the JSON body is over 1 MiB", body = berth_contract::ErrorBody),
+        (status = 415, description = "the body is not JSON", body = berth_contract::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn set_quotas(
     State(state): State<AppState>,
@@ -102,7 +106,7 @@ pub async fn set_quotas(
     )))
 }
 
-#[utoipa::path(post, path = "/v1/tenants/{name}/keys", tag = "tenants",
+#[utoipa::path(post, path = "/v1/tenants/{name}/keys", tag = "tenants", operation_id = "rotate_tenant_key",
     params(("name" = String, Path, description = "tenant name")),
     responses(
         (status = 200, description = "a new key; every older one stops working", body = RotatedKey),
@@ -118,7 +122,7 @@ pub async fn rotate_key(
     Ok(Json(RotatedKey { name, api_key }))
 }
 
-#[utoipa::path(delete, path = "/v1/tenants/{name}/keys", tag = "tenants",
+#[utoipa::path(delete, path = "/v1/tenants/{name}/keys", tag = "tenants", operation_id = "revoke_tenant_keys",
     params(("name" = String, Path, description = "tenant name")),
     responses(
         (status = 200, description = "every key revoked; functions and tasks stay", body = TenantView),

@@ -1648,4 +1648,5 @@ async fn a_stalled_async_upload_is_refused_and_leaves_nothing() {
     assert_eq!(list.json()["tasks"], json!([]), "nothing was enqueued");
 }
 
+mod http_details;
 mod tenancy;

@@ -12,6 +12,8 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use utoipa::ToSchema;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::schema::{ObjectBuilder, Schema};
 
 /// Domain types that are part of the contract as they are.
 pub use berth_core::{
@@ -84,7 +86,7 @@ pub struct TaskList {
 
 /// A version as the user defined it (every setting, defaults filled in)
 /// plus what the platform pinned.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Version {
     pub version: i64,
     #[serde(flatten)]
@@ -92,8 +94,68 @@ pub struct Version {
     /// The image the version runs, pinned at deploy: a registry digest
     /// reference or the engine's image id.
     pub image_id: String,
-    #[schema(format = DateTime)]
     pub created_at: String,
+}
+
+/// Written by hand because the derived one would be wrong: a flattened
+/// member becomes `allOf: [FunctionConfig, {version, ...}]`, and
+/// `FunctionConfig`, as a request body, allows no other members
+/// (`additionalProperties: false`), so no version would match it. The
+/// schema is `FunctionConfig`'s properties, copied at run time so they
+/// cannot drift, plus the version's own, in one open object.
+impl utoipa::PartialSchema for Version {
+    fn schema() -> RefOr<Schema> {
+        use utoipa::openapi::schema::{KnownFormat, SchemaFormat, Type};
+        let mut object = match <FunctionConfig as utoipa::PartialSchema>::schema() {
+            RefOr::T(Schema::Object(object)) => object,
+            _ => panic!("FunctionConfig's schema is no longer an inline object"),
+        };
+        object.additional_properties = None;
+        object.description = Some(
+            "A version as the user defined it (every setting, defaults filled in) \
+             plus what the platform pinned."
+                .to_owned(),
+        );
+        let member = |ty, format: Option<KnownFormat>, description: Option<&str>| {
+            ObjectBuilder::new()
+                .schema_type(ty)
+                .format(format.map(SchemaFormat::KnownFormat))
+                .description(description)
+                .build()
+        };
+        for (name, schema) in [
+            (
+                "version",
+                member(Type::Integer, Some(KnownFormat::Int64), None),
+            ),
+            (
+                "image_id",
+                member(
+                    Type::String,
+                    None,
+                    Some(
+                        "The image the version runs, pinned at deploy: a registry \
+                         digest reference or the engine's image id.",
+                    ),
+                ),
+            ),
+            (
+                "created_at",
+                member(Type::String, Some(KnownFormat::DateTime), None),
+            ),
+        ] {
+            object.properties.insert(name.to_owned(), schema.into());
+            object.required.push(name.to_owned());
+        }
+        RefOr::T(Schema::Object(object))
+    }
+}
+
+impl ToSchema for Version {
+    fn schemas(schemas: &mut Vec<(String, RefOr<Schema>)>) {
+        // The copied properties refer to what FunctionConfig's do (`Mode`).
+        <FunctionConfig as ToSchema>::schemas(schemas);
+    }
 }
 
 impl From<&FunctionVersion> for Version {
@@ -194,6 +256,9 @@ pub struct FunctionPatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateTenant {
+    /// 1-63 characters of a-z, 0-9 and single inner `-` (the server's rule:
+    /// `berth_core::validate_tenant_name`).
+    #[schema(pattern = "^[a-z0-9]+(-[a-z0-9]+)*$", min_length = 1, max_length = 63)]
     pub name: String,
     #[serde(default)]
     pub quotas: QuotaOverrides,

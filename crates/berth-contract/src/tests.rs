@@ -60,3 +60,32 @@ fn errors_carry_only_the_members_they_have() {
     let back = serde_json::to_value(&e).unwrap();
     assert_eq!(back, json!({"error": {"code": "busy", "message": "m"}}));
 }
+
+#[test]
+fn a_version_matches_its_own_schema() {
+    use utoipa::PartialSchema;
+    let schema = serde_json::to_value(Version::schema()).unwrap();
+    // A version carries members FunctionConfig alone refuses, so its schema
+    // must be one open object, not an `allOf` over FunctionConfig.
+    assert!(schema.get("allOf").is_none(), "{schema}");
+    assert!(schema.get("additionalProperties").is_none(), "{schema}");
+    let properties = schema["properties"].as_object().unwrap();
+    for member in ["image", "memory_mb", "version", "image_id", "created_at"] {
+        assert!(
+            properties.contains_key(member),
+            "{member} missing: {schema}"
+        );
+    }
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for member in ["image", "version", "image_id", "created_at"] {
+        assert!(
+            required.contains(&member),
+            "{member} not required: {schema}"
+        );
+    }
+}

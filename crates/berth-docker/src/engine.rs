@@ -429,13 +429,23 @@ async fn inspect_id(docker: &Docker, reference: &str) -> Result<ImageInfo, ExecE
         .ok_or_else(|| ExecError::Engine("image inspect returned no id".into()))
 }
 
-/// The engine's account of an image; a missing one is `ImageNotFound`.
+/// The engine's account of an image; a missing one is `ImageNotFound`, and
+/// so is a reference the engine cannot even parse (it answers 400 "invalid
+/// reference format"): no such image can exist, and it is the caller's
+/// mistake, not an engine failure.
 async fn inspect(
     docker: &Docker,
     reference: &str,
 ) -> Result<bollard::models::ImageInspect, ExecError> {
     docker.inspect_image(reference).await.map_err(|e| {
-        if is_not_found(&e) {
+        let unparsable = matches!(
+            e,
+            DockerError::DockerResponseServerError {
+                status_code: 400,
+                ..
+            }
+        );
+        if is_not_found(&e) || unparsable {
             ExecError::ImageNotFound(reference.to_owned())
         } else {
             engine_error(e)

@@ -113,7 +113,10 @@ pub async fn idempotency_keys_return_the_first_task(s: &dyn Store) {
         Idempotent::Inserted
     ));
     assert!(s.idempotency_key_used(TENANT, "k1").await.unwrap());
-    assert!(!s.idempotency_key_used("u", "k1").await.unwrap(), "keys are per tenant");
+    assert!(
+        !s.idempotency_key_used("u", "k1").await.unwrap(),
+        "keys are per tenant"
+    );
     let again = task("f", TaskKind::Async);
     match s.insert_task_idempotent(&again, "k1", "d1").await.unwrap() {
         Idempotent::Existing { task, same_request } => {

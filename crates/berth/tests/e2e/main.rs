@@ -7,6 +7,7 @@ mod cli;
 mod defects;
 mod errors;
 mod harness;
+mod http_details;
 mod image_ops;
 mod registry;
 mod sandbox;
