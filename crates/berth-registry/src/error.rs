@@ -50,6 +50,10 @@ pub enum RegistryError {
     TooManyUploads,
     #[error("storage: {0}")]
     Io(#[from] std::io::Error),
+    #[error("blob storage: {0}")]
+    Blob(#[from] berth_blobs::BlobError),
+    #[error("registry index: {0}")]
+    Index(#[from] crate::index::IndexError),
 }
 
 impl RegistryError {
@@ -78,6 +82,21 @@ impl RegistryError {
             Unsupported(_) => (StatusCode::METHOD_NOT_ALLOWED, "UNSUPPORTED"),
             TooManyUploads => (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS"),
             Io(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+            // A store that did not answer: worth a retry, unlike a bug.
+            Blob(_) | Index(_) if self.is_unavailable() => {
+                (StatusCode::SERVICE_UNAVAILABLE, "UNKNOWN")
+            }
+            Blob(_) | Index(_) => (StatusCode::INTERNAL_SERVER_ERROR, "UNKNOWN"),
+        }
+    }
+
+    /// Whether the blob store or the index could not be reached (rather
+    /// than refusing): the request may succeed if retried.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Blob(e) => e.is_unavailable(),
+            Self::Index(e) => e.unavailable,
+            _ => false,
         }
     }
 
@@ -102,9 +121,13 @@ impl IntoResponse for RegistryError {
     fn into_response(self) -> Response {
         let (status, code) = self.code();
         let message = match &self {
-            Self::Io(e) => {
-                error!(error = %e, "registry storage failure");
-                "internal error; see the server log".to_owned()
+            Self::Io(_) | Self::Blob(_) | Self::Index(_) => {
+                error!(error = %self, "registry storage failure");
+                if self.is_unavailable() {
+                    "storage unavailable; retry later".to_owned()
+                } else {
+                    "internal error; see the server log".to_owned()
+                }
             }
             other => other.to_string(),
         };
@@ -128,6 +151,9 @@ impl IntoResponse for RegistryError {
             }
             Self::TooManyUploads => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+            }
+            e if e.is_unavailable() => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             }
             _ => {}
         }

@@ -1,44 +1,50 @@
 //! Garbage collection: mark every blob reachable from any repository's
-//! manifests, sweep the rest, and clear abandoned uploads.
+//! manifests (as the index lists them), sweep the rest, and clear
+//! abandoned uploads. One replica of a set runs it (see `maintenance.rs`);
+//! running two at once is safe too, only wasteful.
 //!
-//! Safety against pushes in progress. A push uploads blobs first and links
-//! the manifest that makes them reachable last, so mid-push its blobs are
-//! unreachable; and a push may finish after the mark has looked at its
-//! repository. Two rules keep such blobs:
+//! Safety against pushes in progress, on any replica. A push uploads blobs
+//! first and records the manifest that makes them reachable last, so
+//! mid-push its blobs are unreachable; and a push may finish after the
+//! mark has looked. A blob is deleted only if
 //!
-//! - a blob is deleted only if its modification time is older than the
-//!   mark's start minus a grace period. Uploading a blob, pushing content
-//!   that already exists, mounting it, and pushing a manifest that refers
-//!   to it all set its modification time to "now" before linking, so
-//!   anything linked after the mark began is too young to delete, and a
-//!   push slower than the grace period between its blob and its manifest
-//!   is the only way to lose a blob (its manifest push then fails with
-//!   MANIFEST_BLOB_UNKNOWN and can simply be retried);
-//! - within one process, linking holds a shared lock and each deletion an
-//!   exclusive one, so the check-then-delete of the sweep cannot interleave
-//!   with the touch-then-link of a push. A collector in another process
-//!   (`berth registry gc` next to a running server) relies on the grace
-//!   period alone.
+//! - its bytes were written before the cutoff (the collection's start,
+//!   on the index's clock, minus the grace period), and
+//! - the collection could *doom* it: no push protected it since the
+//!   cutoff (see `index.rs`). Uploading a blob, pushing content that
+//!   already exists, mounting it, a HEAD by someone who may push to its
+//!   repository (a client checking what it can skip), and pushing a
+//!   manifest that refers to it all protect it before relying on it.
 //!
-//! Timestamps were chosen over a shared "pushes in progress" registry
-//! because they work across processes and survive restarts with no state.
+//! Dooming and protecting are each one atomic step of the index, so for
+//! every blob either the push comes first (and the blob is young) or the
+//! collection does (and the push waits until the bytes are gone and the
+//! index has forgotten them, then stores them anew). A push slower than
+//! the grace period between its blob and its manifest is the only way to
+//! lose a blob: its manifest push then fails with MANIFEST_BLOB_UNKNOWN
+//! and can simply be retried.
+//!
+//! The grace is judged between the index's clock and the blob store's
+//! modification times; the two may disagree by as much as the machines'
+//! clocks do, which a grace of minutes absorbs.
 
-use std::collections::HashSet;
-use std::fs;
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
+use futures::StreamExt;
 use serde::Serialize;
-use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::warn;
 
-use crate::digest::{Algorithm, Digest};
+use crate::RegistryError;
+use crate::digest::Digest;
 use crate::manifest::{MAX_MANIFEST_BYTES, references};
-use crate::names::RepoName;
 use crate::registry::Registry;
-use crate::storage::{Storage, prune_empty_dirs};
 use crate::uploads::canonical_id;
-use crate::{RegistryError, blocking};
+
+/// A doom older than this whose collection never finished (it crashed, or
+/// lost its lease) is finished by the next collection. Younger ones are
+/// left to their own collector, which may be deleting the bytes now.
+const STALE_DOOM: Duration = Duration::from_secs(600);
 
 #[derive(Debug, Clone)]
 pub struct GcOptions {
@@ -74,215 +80,189 @@ pub struct GcReport {
     pub dry_run: bool,
 }
 
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
 impl Registry {
-    /// One collection pass. Safe to run while the registry serves pushes
+    /// One collection pass. Safe to run while any replica serves pushes
     /// and pulls; see the module documentation for why.
     pub async fn gc(&self, opts: GcOptions) -> Result<GcReport, RegistryError> {
-        let started = SystemTime::now();
+        let started = self.index.now_ms().await?;
+        let cutoff = started.saturating_sub(ms(opts.grace));
         let mut report = GcReport {
             dry_run: opts.dry_run,
             ..GcReport::default()
         };
         if !opts.dry_run {
-            report.uploads_removed += self.expire_uploads().await as u64;
+            report.uploads_removed += self.expire_uploads_now().await? as u64;
+            self.finish_stale_dooms(started, &mut report).await?;
         }
-
-        let st = Arc::clone(&self.storage);
-        let (marked, manifests) = blocking(move || Ok(mark(&st)?)).await?;
-        report.manifests = manifests;
-
-        let st = Arc::clone(&self.storage);
-        let stored = blocking(move || Ok(all_blobs(&st)?)).await?;
-        let cutoff = started
-            .checked_sub(opts.grace)
-            .unwrap_or(SystemTime::UNIX_EPOCH);
-        for d in stored {
-            if marked.contains(&d) {
-                report.reachable += 1;
-                continue;
-            }
-            let _sweeping = self.gc_lock.write().await;
-            let st = Arc::clone(&self.storage);
-            let dry = opts.dry_run;
-            let outcome = blocking(move || {
-                let path = st.blob_path(&d);
-                let meta = match fs::metadata(&path) {
-                    Ok(m) => m,
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-                    Err(e) => return Err(e.into()),
-                };
-                if meta.modified()? >= cutoff {
-                    return Ok(Some((false, 0)));
-                }
-                if !dry {
-                    fs::remove_file(&path)?;
-                    if let Some(dir) = path.parent() {
-                        prune_empty_dirs(dir, &st.blobs_dir());
-                    }
-                }
-                Ok(Some((true, meta.len())))
-            })
+        let marked = self.mark(&mut report).await?;
+        self.sweep(&marked, cutoff, opts.dry_run, &mut report)
             .await?;
-            match outcome {
-                Some((true, size)) => {
-                    report.deleted += 1;
-                    report.bytes_freed += size;
-                }
-                Some((false, _)) => report.young += 1,
-                None => {}
-            }
-        }
-
         if !opts.dry_run {
-            report.uploads_removed += self.sweep_abandoned().await?;
+            report.uploads_removed += self.sweep_abandoned(started).await?;
         }
         Ok(report)
     }
 
-    /// Upload directories no live session owns and nobody has written to
-    /// for longer than the expiry (sessions of a previous process, and
-    /// one-request uploads whose client vanished), plus stale temp files.
-    async fn sweep_abandoned(&self) -> Result<u64, RegistryError> {
-        let st = Arc::clone(&self.storage);
-        let expiry = self.config.upload_expiry;
-        let candidates = blocking(move || {
-            let now = SystemTime::now();
-            let old = |p: &std::path::Path| {
-                fs::metadata(p)
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| now.duration_since(t).unwrap_or_default() > expiry)
-            };
-            let mut out = Vec::new();
-            for entry in fs::read_dir(st.uploads_dir())? {
-                let path = entry?.path();
-                let data = path.join("data");
-                let idle = old(&path) && (!data.exists() || old(&data));
-                if idle {
-                    out.push(path);
-                }
-            }
-            for entry in fs::read_dir(st.tmp_dir())? {
-                let path = entry?.path();
-                if old(&path) {
-                    let _ = fs::remove_file(&path);
-                }
-            }
-            Ok(out)
-        })
-        .await?;
-        let mut removed = 0;
-        for path in candidates {
-            let id = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default();
-            if canonical_id(id).is_some_and(|id| self.uploads.is_active(&id)) {
+    /// Every digest reachable from a manifest of any repository.
+    async fn mark(&self, report: &mut GcReport) -> Result<HashSet<Digest>, RegistryError> {
+        let mut marked = HashSet::new();
+        let mut pending: Vec<Digest> = self
+            .index
+            .manifest_roots()
+            .await?
+            .iter()
+            .filter_map(|d| Digest::parse(d).ok())
+            .collect();
+        while let Some(d) = pending.pop() {
+            if !marked.insert(d.clone()) {
                 continue;
             }
-            let gone = blocking(move || Ok(fs::remove_dir_all(&path)?)).await;
-            match gone {
-                Ok(()) => removed += 1,
-                Err(e) => warn!(error = %e, "removing an abandoned upload"),
+            let Some(bytes) = self.storage.read_small(&d, MAX_MANIFEST_BYTES).await? else {
+                continue;
+            };
+            report.manifests += 1;
+            let (blobs, children) = references(&bytes);
+            marked.extend(blobs);
+            pending.extend(children);
+        }
+        Ok(marked)
+    }
+
+    /// Deletes every stored blob that is neither marked nor young.
+    async fn sweep(
+        &self,
+        marked: &HashSet<Digest>,
+        cutoff: i64,
+        dry_run: bool,
+        report: &mut GcReport,
+    ) -> Result<(), RegistryError> {
+        // Listed whole before anything is deleted: a directory emptied
+        // under a local listing would cut it short.
+        let listing: Vec<_> = self
+            .storage
+            .blobs()
+            .list(&self.storage.blobs_prefix())
+            .collect()
+            .await;
+        for meta in listing {
+            let meta = meta?;
+            let Some(d) = self.storage.digest_of_key(&meta.key) else {
+                continue;
+            };
+            if marked.contains(&d) {
+                report.reachable += 1;
+                continue;
+            }
+            let old = meta.modified_ms < cutoff;
+            let doomed = old && self.doom(&d, cutoff, dry_run).await?;
+            if !doomed {
+                report.young += 1;
+                continue;
+            }
+            if !dry_run {
+                self.storage.blobs().delete(&meta.key).await?;
+                self.index.forget_blob(&d.to_string()).await?;
+            }
+            report.deleted += 1;
+            report.bytes_freed += meta.len;
+        }
+        Ok(())
+    }
+
+    /// Whether `d` may go: in a dry run, whether it could be doomed now.
+    async fn doom(&self, d: &Digest, cutoff: i64, dry_run: bool) -> Result<bool, RegistryError> {
+        let digest = d.to_string();
+        if !dry_run {
+            return Ok(self.index.doom_blob(&digest, cutoff).await?);
+        }
+        Ok(self
+            .index
+            .blob_state(&digest)
+            .await?
+            .is_none_or(|b| b.doomed_ms.is_some() || b.touched_ms < cutoff))
+    }
+
+    /// Finishes the deletions a collection started and never finished.
+    async fn finish_stale_dooms(
+        &self,
+        now: i64,
+        report: &mut GcReport,
+    ) -> Result<(), RegistryError> {
+        for digest in self.index.doomed_blobs(now - ms(STALE_DOOM)).await? {
+            let Ok(d) = Digest::parse(&digest) else {
+                continue;
+            };
+            if let Some(size) = self.storage.size(&d).await? {
+                self.storage
+                    .blobs()
+                    .delete(&self.storage.blob_key(&d))
+                    .await?;
+                report.deleted += 1;
+                report.bytes_freed += size;
+            }
+            self.index.forget_blob(&digest).await?;
+        }
+        Ok(())
+    }
+
+    /// Upload blobs no session owns and nobody has written for longer than
+    /// the expiry: chunks of sessions that ended without their cleanup
+    /// finishing, a chunk whose append lost a race and whose replica died,
+    /// and uploads left by a registry from before the index (their
+    /// `data`, whatever their `repo` file says); plus stale temp files of
+    /// that older layout. Returns how many uploads went.
+    async fn sweep_abandoned(&self, now: i64) -> Result<u64, RegistryError> {
+        let before = now.saturating_sub(ms(self.config.upload_expiry));
+        let mut newest: HashMap<String, i64> = HashMap::new();
+        let mut listing = self.storage.blobs().list(&self.storage.uploads_prefix());
+        while let Some(meta) = listing.next().await {
+            let meta = meta?;
+            let Some((id, rest)) = self.storage.upload_of_key(&meta.key) else {
+                continue;
+            };
+            let t = newest.entry(id.to_owned()).or_insert(i64::MIN);
+            if rest != "repo" {
+                *t = (*t).max(meta.modified_ms);
+            }
+        }
+        let mut removed = 0;
+        for (id, t) in newest {
+            if t >= before {
+                continue;
+            }
+            let live = match canonical_id(&id) {
+                Some(id) => self.index.upload(&id).await?.is_some(),
+                None => false,
+            };
+            if live {
+                continue;
+            }
+            match self
+                .storage
+                .blobs()
+                .delete_prefix(&self.storage.upload_prefix(&id))
+                .await
+            {
+                Ok(_) => removed += 1,
+                Err(e) => warn!(error = %e, upload = id, "removing an abandoned upload"),
+            }
+        }
+        let tmp: Vec<_> = self
+            .storage
+            .blobs()
+            .list(&self.storage.legacy_tmp_prefix())
+            .collect()
+            .await;
+        for meta in tmp {
+            let meta = meta?;
+            if meta.modified_ms < before {
+                self.storage.blobs().delete(&meta.key).await?;
             }
         }
         Ok(removed)
     }
-}
-
-/// Every digest reachable from a manifest linked in any repository, and
-/// how many manifests that was.
-fn mark(st: &Storage) -> std::io::Result<(HashSet<Digest>, u64)> {
-    let mut marked = HashSet::new();
-    let mut pending: Vec<Digest> = Vec::new();
-    for name in st.list_repositories()? {
-        let Ok(repo) = RepoName::parse(&name) else {
-            continue;
-        };
-        pending.extend(Storage::list_digest_files(&st.revisions_dir(&repo))?);
-        for tag in st.list_tags(&repo)?.unwrap_or_default() {
-            if let Ok(Some(d)) = st.read_tag(&repo, &tag) {
-                pending.push(d);
-            }
-        }
-    }
-    let mut manifests = 0;
-    while let Some(d) = pending.pop() {
-        if !marked.insert(d.clone()) {
-            continue;
-        }
-        let path = st.blob_path(&d);
-        let small = fs::metadata(&path).is_ok_and(|m| m.len() <= MAX_MANIFEST_BYTES as u64);
-        if !small {
-            continue;
-        }
-        let Ok(bytes) = fs::read(&path) else {
-            continue;
-        };
-        manifests += 1;
-        let (blobs, children) = references(&bytes);
-        marked.extend(blobs);
-        pending.extend(children);
-    }
-    Ok((marked, manifests))
-}
-
-fn all_blobs(st: &Storage) -> std::io::Result<Vec<Digest>> {
-    let mut out = Vec::new();
-    for alg in [Algorithm::Sha256, Algorithm::Sha512] {
-        let dir = st.blobs_dir().join(alg.as_str());
-        let Ok(shards) = fs::read_dir(&dir) else {
-            continue;
-        };
-        for shard in shards {
-            let shard = shard?;
-            if !shard.file_type()?.is_dir() {
-                continue;
-            }
-            for f in fs::read_dir(shard.path())? {
-                if let Some(d) = f?
-                    .file_name()
-                    .to_str()
-                    .and_then(|h| Digest::from_parts(alg, h))
-                {
-                    out.push(d);
-                }
-            }
-        }
-    }
-    Ok(out)
-}
-
-/// Runs the registry's housekeeping until `shutdown`: idle uploads are
-/// expired every minute, and a collection runs every `every`.
-pub fn spawn_maintenance(
-    reg: Arc<Registry>,
-    every: Duration,
-    opts: GcOptions,
-    shutdown: CancellationToken,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut expire = tokio::time::interval(Duration::from_secs(60));
-        expire.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let first = tokio::time::Instant::now() + every;
-        let mut collect = tokio::time::interval_at(first, every.max(Duration::from_secs(1)));
-        collect.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = expire.tick() => {
-                    let n = reg.expire_uploads().await;
-                    if n > 0 {
-                        info!(expired = n, "expired idle registry uploads");
-                    }
-                }
-                _ = collect.tick() => match reg.gc(opts.clone()).await {
-                    Ok(r) => info!(
-                        deleted = r.deleted, bytes = r.bytes_freed, young = r.young,
-                        uploads = r.uploads_removed, "registry garbage collection"
-                    ),
-                    Err(e) => warn!(error = %e, "registry garbage collection failed"),
-                },
-            }
-        }
-    })
 }

@@ -22,8 +22,8 @@ use crate::digest::Digest;
 use crate::error::range_header;
 use crate::manifest::{MAX_MANIFEST_BYTES, OCI_INDEX};
 use crate::names::RepoName;
-use crate::registry::{Reference, Registry};
-use crate::stream::file_body;
+use crate::registry::{Opened, RangeChoice, Reference, Registry};
+use crate::stream::blob_body;
 
 const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
 const CONTENT_DIGEST: HeaderName = HeaderName::from_static("docker-content-digest");
@@ -133,7 +133,13 @@ async fn serve(reg: &Registry, req: Request) -> Result<Response, RegistryError> 
             let repo = authorize(&principal, name, pull)?;
             let digest = Digest::parse(digest)?;
             match method {
-                Method::GET | Method::HEAD => get_blob(reg, &repo, &digest, &method, req).await,
+                Method::GET | Method::HEAD => {
+                    // A HEAD from someone who may push here is a client
+                    // checking whether it can skip an upload: it will rely
+                    // on the blob, so the blob is protected.
+                    let reusing = method == Method::HEAD && principal.can_push(&repo);
+                    get_blob(reg, &repo, &digest, reusing, req).await
+                }
                 Method::DELETE => {
                     reg.delete_blob(&repo, &digest).await?;
                     Ok(StatusCode::ACCEPTED.into_response())
@@ -368,7 +374,7 @@ async fn get_blob(
     reg: &Registry,
     repo: &RepoName,
     digest: &Digest,
-    method: &Method,
+    reusing: bool,
     req: Request,
 ) -> Result<Response, RegistryError> {
     let base = [
@@ -380,22 +386,30 @@ async fn get_blob(
         (header::ACCEPT_RANGES, HeaderValue::from_static("bytes")),
         (header::ETAG, header_value(&format!("\"{digest}\""))),
     ];
-    if method == Method::HEAD {
-        let size = reg.blob_size(repo, digest).await?;
+    if req.method() == Method::HEAD {
+        let size = reg.blob_size(repo, digest, reusing).await?;
         let mut resp = empty(StatusCode::OK, &base);
         resp.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from(size));
         return Ok(resp);
     }
-    let (file, size) = reg.open_blob(repo, digest).await?;
     let range = req
         .headers()
         .get(header::RANGE)
-        .and_then(|v| v.to_str().ok());
-    let (status, start, len) = match range.map(|r| parse_byte_range(r, size)) {
-        None => (StatusCode::OK, 0, size),
-        Some(Some((first, last))) => (StatusCode::PARTIAL_CONTENT, first, last - first + 1),
-        Some(None) => {
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let choose = |size: u64| range.as_deref().and_then(|r| parse_byte_range(r, size));
+    let choose: Option<&RangeChoice<'_>> = match range {
+        Some(_) => Some(&choose),
+        None => None,
+    };
+    let (status, blob, start, size) = match reg.open_blob(repo, digest, choose).await? {
+        Opened::Whole(blob) => {
+            let size = blob.len;
+            (StatusCode::OK, blob, 0, size)
+        }
+        Opened::Range { blob, first, size } => (StatusCode::PARTIAL_CONTENT, blob, first, size),
+        Opened::Unsatisfiable { size } => {
             let mut resp = empty(StatusCode::RANGE_NOT_SATISFIABLE, &[]);
             resp.headers_mut().insert(
                 header::CONTENT_RANGE,
@@ -404,7 +418,8 @@ async fn get_blob(
             return Ok(resp);
         }
     };
-    let mut resp = (status, file_body(file, start, len)).into_response();
+    let len = blob.len;
+    let mut resp = (status, blob_body(blob)).into_response();
     let h = resp.headers_mut();
     h.extend(base);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));

@@ -1,42 +1,41 @@
-//! The registry's operations, independent of HTTP: what a push, a pull, a
-//! mount or a deletion does to the files, in an order that never leaves a
-//! link to content that is not fully stored.
+//! The registry's operations on blobs, independent of HTTP: what a push, a
+//! pull, a mount or a deletion does to the blob store and the index, in an
+//! order that never links content that is not fully stored, and never
+//! relies on a blob a collection may be deleting (see `index` for the
+//! protection rule). Manifests are in `manifests.rs`, upload sessions in
+//! `uploads.rs`.
 
-use std::fs;
-use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bytes::Bytes;
-use serde_json::{Value, json};
-use tokio::sync::RwLock;
+use berth_blobs::{Blob, BlobError, BlobWriter, Blobs};
 
+use crate::RegistryError;
 use crate::auth::{Authenticator, Principal};
-use crate::digest::{Digest, Hasher, sha256_of};
-use crate::manifest::{self, MAX_MANIFEST_BYTES};
+use crate::digest::Digest;
+use crate::index::{Protection, RegistryIndex};
 use crate::names::{RepoName, is_valid_tag, truncate_for_message};
-use crate::storage::{Revision, Storage, prune_empty_dirs, remove_if_exists};
-use crate::stream::{AppendError, append_body};
-use crate::uploads::{SessionRef, State, Uploads};
-use crate::{RegistryError, blocking};
+use crate::storage::Storage;
+use crate::stream::{Heartbeat, Sink, pump_body};
 
 /// How a registry is set up.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Directory holding blobs, uploads and repository links.
-    pub root: PathBuf,
-    /// Chunked uploads open at once; more are refused with 429.
+    /// Where the registry's objects live in the blob store: blobs under
+    /// `<prefix>/blobs/`, upload chunks under `<prefix>/uploads/`.
+    pub prefix: String,
+    /// Chunked uploads open at once across the set; more are refused with
+    /// 429.
     pub max_upload_sessions: usize,
     /// An upload untouched this long is abandoned and removed.
     pub upload_expiry: Duration,
 }
 
-impl Config {
-    pub fn new(root: impl Into<PathBuf>) -> Self {
+impl Default for Config {
+    fn default() -> Self {
         Self {
-            root: root.into(),
+            prefix: "registry".to_owned(),
             max_upload_sessions: 1024,
             upload_expiry: Duration::from_secs(3600),
         }
@@ -70,35 +69,33 @@ pub struct Resolved {
     pub size: u64,
 }
 
-/// A manifest as fetched: the exact bytes pushed and their type.
-pub(crate) struct FetchedManifest {
-    pub digest: Digest,
-    pub media_type: String,
-    pub bytes: Bytes,
-}
+/// How long a push waits for a collection that is deleting the very blob
+/// it brings again (milliseconds, normally) before giving up.
+const DOOM_WAIT: Duration = Duration::from_secs(30);
+const DOOM_POLL: Duration = Duration::from_millis(50);
 
+/// One replica's registry: its own handles on the shared blob store and
+/// index, and nothing else. Any number of them may serve one set.
 pub struct Registry {
-    pub(crate) storage: Arc<Storage>,
-    pub(crate) uploads: Uploads,
+    pub(crate) storage: Storage,
+    pub(crate) index: Arc<dyn RegistryIndex>,
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) config: Config,
-    /// Linking (pushes, mounts) holds this shared; the collector's sweep
-    /// holds it exclusively around each deletion, so within this process a
-    /// blob is never deleted between being checked for and being linked.
-    pub(crate) gc_lock: RwLock<()>,
 }
 
 impl Registry {
-    /// Opens (creating if needed) a registry rooted at `config.root`.
-    pub fn open(config: Config, auth: Arc<dyn Authenticator>) -> Result<Self, RegistryError> {
-        let storage = Arc::new(Storage::open(&config.root)?);
-        Ok(Self {
-            storage,
-            uploads: Uploads::new(config.max_upload_sessions, config.upload_expiry),
+    pub fn new(
+        config: Config,
+        index: Arc<dyn RegistryIndex>,
+        blobs: Blobs,
+        auth: Arc<dyn Authenticator>,
+    ) -> Self {
+        Self {
+            storage: Storage::new(blobs, &config.prefix),
+            index,
             auth,
             config,
-            gc_lock: RwLock::new(()),
-        })
+        }
     }
 
     pub fn config(&self) -> &Config {
@@ -114,54 +111,98 @@ impl Registry {
     pub async fn resolve(&self, repo: &str, reference: &str) -> Result<Resolved, RegistryError> {
         let repo = RepoName::parse(repo)?;
         let reference = Reference::parse(reference)?;
-        let (digest, rev) = self.lookup_manifest(&repo, &reference).await?;
+        let m = self.lookup_manifest(&repo, &reference).await?;
         Ok(Resolved {
-            digest: digest.to_string(),
-            media_type: rev.media_type,
-            size: rev.size,
+            digest: m.digest,
+            media_type: m.media_type,
+            size: m.size,
         })
     }
 
-    /// Drops upload sessions idle past the expiry; returns how many.
-    pub async fn expire_uploads(&self) -> usize {
-        self.uploads.expire(&self.storage).await
+    // ----- protection ------------------------------------------------------
+
+    /// Stamps `d` as in use, so no collection deletes it for a grace
+    /// period; false if one is deleting it right now.
+    pub(crate) async fn protect_now(&self, d: &Digest) -> Result<bool, RegistryError> {
+        Ok(self.index.protect_blob(&d.to_string()).await? == Protection::Protected)
+    }
+
+    /// As [`Registry::protect_now`], waiting out a collection that is
+    /// deleting `d`: the push then writes it anew.
+    async fn protect(&self, d: &Digest) -> Result<(), RegistryError> {
+        let deadline = Instant::now() + DOOM_WAIT;
+        while !self.protect_now(d).await? {
+            if Instant::now() >= deadline {
+                return Err(std::io::Error::other(format!(
+                    "{d} is being deleted by garbage collection; retry the push"
+                ))
+                .into());
+            }
+            tokio::time::sleep(DOOM_POLL).await;
+        }
+        Ok(())
     }
 
     // ----- blobs -----------------------------------------------------------
 
-    /// The size of a blob `repo` may read (a layer or config linked to it,
-    /// or one of its manifests).
+    /// Whether `repo` may read blob `d`: a layer or config linked to it, or
+    /// one of its manifests.
+    async fn visible(&self, repo: &RepoName, d: &Digest) -> Result<bool, RegistryError> {
+        let digest = d.to_string();
+        Ok(self.index.has_layer(repo.as_str(), &digest).await?
+            || self.index.manifest(repo.as_str(), &digest).await?.is_some())
+    }
+
+    /// The size of a blob `repo` may read. With `reusing` (a HEAD from
+    /// someone who may push here, about to skip uploading it) the blob is
+    /// protected first, and one a collection is deleting is not there.
     pub(crate) async fn blob_size(
         &self,
         repo: &RepoName,
-        digest: &Digest,
+        d: &Digest,
+        reusing: bool,
     ) -> Result<u64, RegistryError> {
-        let st = Arc::clone(&self.storage);
-        let (repo, d) = (repo.clone(), digest.clone());
-        blocking(move || {
-            let linked = st.layer_link(&repo, &d).exists() || st.revision_link(&repo, &d).exists();
-            match (linked, st.blob_size(&d)?) {
-                (true, Some(size)) => Ok(size),
-                _ => Err(RegistryError::BlobUnknown(d.to_string())),
-            }
-        })
-        .await
+        let unknown = || RegistryError::BlobUnknown(d.to_string());
+        if !self.visible(repo, d).await? {
+            return Err(unknown());
+        }
+        if reusing && !self.protect_now(d).await? {
+            return Err(unknown());
+        }
+        self.storage.size(d).await?.ok_or_else(unknown)
     }
 
+    /// Opens a blob `repo` may read, whole or a range of it. The range is
+    /// chosen once the size is known (`range(size)`); `Err(size)` from it
+    /// means it cannot be satisfied.
     pub(crate) async fn open_blob(
         &self,
         repo: &RepoName,
-        digest: &Digest,
-    ) -> Result<(fs::File, u64), RegistryError> {
-        let size = self.blob_size(repo, digest).await?;
-        let path = self.storage.blob_path(digest);
-        let d = digest.to_string();
-        blocking(move || match fs::File::open(path) {
-            Ok(f) => Ok((f, size)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RegistryError::BlobUnknown(d)),
-            Err(e) => Err(e.into()),
-        })
-        .await
+        d: &Digest,
+        range: Option<&RangeChoice<'_>>,
+    ) -> Result<Opened, RegistryError> {
+        let unknown = || RegistryError::BlobUnknown(d.to_string());
+        if !self.visible(repo, d).await? {
+            return Err(unknown());
+        }
+        let Some(range) = range else {
+            let blob = self.storage.open(d).await?.ok_or_else(unknown)?;
+            return Ok(Opened::Whole(blob));
+        };
+        let size = self.storage.size(d).await?.ok_or_else(unknown)?;
+        let Some((first, last)) = range(size) else {
+            return Ok(Opened::Unsatisfiable { size });
+        };
+        let key = self.storage.blob_key(d);
+        match self
+            .storage
+            .blobs()
+            .get_range(&key, first..last + 1)
+            .await?
+        {
+            Some(blob) => Ok(Opened::Range { blob, first, size }),
+            None => Err(unknown()),
+        }
     }
 
     /// Unlinks a blob from a repository. The content stays until garbage
@@ -169,16 +210,17 @@ impl Registry {
     pub(crate) async fn delete_blob(
         &self,
         repo: &RepoName,
-        digest: &Digest,
+        d: &Digest,
     ) -> Result<(), RegistryError> {
-        let link = self.storage.layer_link(repo, digest);
-        let d = digest.to_string();
-        blocking(move || match fs::remove_file(&link) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RegistryError::BlobUnknown(d)),
-            Err(e) => Err(e.into()),
-        })
-        .await
+        if self
+            .index
+            .unlink_layer(repo.as_str(), &d.to_string())
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(RegistryError::BlobUnknown(d.to_string()))
+        }
     }
 
     /// Links a blob another repository has into `repo`. `false` when there
@@ -186,483 +228,90 @@ impl Registry {
     pub(crate) async fn mount(
         &self,
         repo: &RepoName,
-        digest: &Digest,
+        d: &Digest,
         from: &RepoName,
     ) -> Result<bool, RegistryError> {
-        let _linking = self.gc_lock.read().await;
-        let st = Arc::clone(&self.storage);
-        let (repo, from, d) = (repo.clone(), from.clone(), digest.clone());
-        blocking(move || {
-            let visible = st.layer_link(&from, &d).exists() || st.revision_link(&from, &d).exists();
-            if !visible || !st.touch_blob(&d)? {
-                return Ok(false);
-            }
-            st.write_atomic(&st.layer_link(&repo, &d), b"")?;
-            Ok(true)
-        })
-        .await
+        if !self.visible(from, d).await? || !self.protect_now(d).await? {
+            return Ok(false);
+        }
+        if self.storage.size(d).await?.is_none() {
+            return Ok(false);
+        }
+        self.index.link_layer(repo.as_str(), &d.to_string()).await?;
+        Ok(true)
     }
 
-    /// A whole blob in one request (`POST ?digest=`).
+    /// A whole blob in one request (`POST ?digest=`), streamed straight to
+    /// its content key while it is hashed.
     pub(crate) async fn upload_monolithic(
         &self,
         repo: &RepoName,
         digest: &Digest,
         body: Body,
     ) -> Result<(), RegistryError> {
-        let id = uuid::Uuid::new_v4().hyphenated().to_string();
-        let dir = self.storage.upload_dir(&id);
-        let data = dir.join("data");
-        {
-            let dir = dir.clone();
-            blocking(move || Ok(fs::create_dir_all(dir)?)).await?;
-        }
-        let result = async {
-            let (hasher, _) = append_body(&data, 0, digest.algorithm().hasher(), body, None)
-                .await
-                .map_err(append_error)?;
-            self.commit(repo, digest, hasher, data.clone()).await
-        }
-        .await;
-        let _ = blocking(move || Ok(fs::remove_dir_all(dir)?)).await;
-        result
+        let mut sink = self.content_sink(digest)?;
+        pump_body(body, &mut sink, None, &mut Heartbeat::none()).await?;
+        self.commit(repo, digest, sink).await
     }
 
-    /// Verifies the uploaded data against `expected`, then moves it into
-    /// place and links it to `repo`. On a mismatch nothing is stored.
-    async fn commit(
+    /// A sink writing blob `d` and hashing with `d`'s algorithm.
+    pub(crate) fn content_sink(&self, d: &Digest) -> Result<Sink, RegistryError> {
+        let writer = self.storage.blobs().writer(&self.storage.blob_key(d))?;
+        Ok(Sink::new(writer, Some(d.algorithm())))
+    }
+
+    /// Checks what went into `sink` against `expected`, then makes it
+    /// visible under its content key and links it to `repo`. On a
+    /// mismatch nothing becomes visible (the writer is dropped).
+    pub(crate) async fn commit(
         &self,
         repo: &RepoName,
         expected: &Digest,
-        hasher: Hasher,
-        data: PathBuf,
+        sink: Sink,
     ) -> Result<(), RegistryError> {
-        let hasher = if hasher.algorithm() == expected.algorithm() {
-            hasher
-        } else {
-            // Chunked uploads hash with SHA-256 as they go; a client that
-            // names another algorithm only at the end pays for a re-read.
-            let (path, alg) = (data.clone(), expected.algorithm());
-            blocking(move || Ok(Storage::rehash(&path, alg)?.0)).await?
-        };
-        let actual = hasher.finish();
+        let (writer, actual) = sink.finish().await?;
+        let actual = actual.ok_or_else(|| std::io::Error::other("the content was not hashed"))?;
         if actual != *expected {
+            writer.abort().await;
             return Err(RegistryError::DigestMismatch {
                 expected: expected.to_string(),
                 actual: actual.to_string(),
             });
         }
-        {
-            let data = data.clone();
-            blocking(move || Ok(fs::File::open(data)?.sync_all()?)).await?;
-        }
-        let _linking = self.gc_lock.read().await;
-        let st = Arc::clone(&self.storage);
-        let (repo, d) = (repo.clone(), expected.clone());
-        blocking(move || {
-            st.commit_blob(&data, &d)?;
-            st.write_atomic(&st.layer_link(&repo, &d), b"")?;
-            Ok(())
-        })
-        .await
-    }
-
-    // ----- chunked uploads -------------------------------------------------
-
-    pub(crate) async fn start_upload(&self, repo: &RepoName) -> Result<String, RegistryError> {
-        let s = self.uploads.create(&self.storage, repo).await?;
-        Ok(s.id.clone())
-    }
-
-    pub(crate) async fn upload_session(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> Result<SessionRef, RegistryError> {
-        self.uploads.get(&self.storage, repo, id).await
-    }
-
-    /// Bytes received so far by an upload.
-    pub(crate) async fn upload_offset(&self, session: &SessionRef) -> Result<u64, RegistryError> {
-        let mut state = self.lock_session(session)?;
-        state.last_active = Instant::now();
-        Ok(state.offset)
-    }
-
-    fn lock_session<'a>(
-        &self,
-        session: &'a SessionRef,
-    ) -> Result<tokio::sync::MutexGuard<'a, State>, RegistryError> {
-        // A second request on a session that is busy receiving is out of
-        // order by definition; waiting for the first could take as long as
-        // the whole upload.
-        session.state.try_lock().map_err(|_| {
-            RegistryError::BlobUploadInvalid("another request is writing to this upload".into())
-        })
-    }
-
-    /// Appends a chunk. `range` is the chunk's `Content-Range` (first and
-    /// last byte), if the client sent one; without it the body is appended
-    /// wherever the upload ends. Returns the new length.
-    pub(crate) async fn append(
-        &self,
-        session: &SessionRef,
-        range: Option<(u64, u64)>,
-        body: Body,
-        location: &str,
-    ) -> Result<u64, RegistryError> {
-        let mut state = self.lock_session(session)?;
-        append_locked(session, &mut state, range, body, location).await
-    }
-
-    /// Completes an upload with its last chunk (possibly empty) and the
-    /// digest the client claims for the whole. On a digest mismatch the
-    /// upload is discarded and nothing is linked.
-    pub(crate) async fn finish_upload(
-        &self,
-        session: &SessionRef,
-        range: Option<(u64, u64)>,
-        body: Body,
-        digest: &Digest,
-        location: &str,
-    ) -> Result<(), RegistryError> {
-        let mut state = self.lock_session(session)?;
-        append_locked(session, &mut state, range, body, location).await?;
-        let result = self
-            .commit(
-                &session.repo,
-                digest,
-                state.hasher.clone(),
-                session.data.clone(),
-            )
-            .await;
-        drop(state);
-        if !matches!(result, Err(RegistryError::Io(_))) {
-            // Done, or wrong content: either way the session is over. An
-            // I/O failure leaves it for the client to retry the PUT.
-            self.uploads.remove(&self.storage, &session.id).await;
-        }
-        result
-    }
-
-    pub(crate) async fn cancel_upload(&self, session: &SessionRef) -> Result<(), RegistryError> {
-        let _state = self.lock_session(session)?;
-        self.uploads.remove(&self.storage, &session.id).await;
+        // Protected before it is relied on: a collection deleting an older
+        // copy finishes first, and none starts until the grace has passed.
+        self.protect(expected).await?;
+        publish(writer).await?;
+        self.index
+            .link_layer(repo.as_str(), &expected.to_string())
+            .await?;
         Ok(())
-    }
-
-    // ----- manifests -------------------------------------------------------
-
-    async fn lookup_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<(Digest, Revision), RegistryError> {
-        let st = Arc::clone(&self.storage);
-        let (repo, reference) = (repo.clone(), reference.clone());
-        blocking(move || {
-            let unknown = || {
-                RegistryError::ManifestUnknown(match &reference {
-                    Reference::Tag(t) => t.clone(),
-                    Reference::Digest(d) => d.to_string(),
-                })
-            };
-            let digest = match &reference {
-                Reference::Digest(d) => d.clone(),
-                Reference::Tag(t) => st.read_tag(&repo, t)?.ok_or_else(unknown)?,
-            };
-            let rev = st.read_revision(&repo, &digest)?.ok_or_else(unknown)?;
-            Ok((digest, rev))
-        })
-        .await
-    }
-
-    pub(crate) async fn get_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<FetchedManifest, RegistryError> {
-        let (digest, rev) = self.lookup_manifest(repo, reference).await?;
-        let path = self.storage.blob_path(&digest);
-        let d = digest.to_string();
-        let bytes = blocking(move || match fs::read(path) {
-            Ok(b) => Ok(Bytes::from(b)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Err(RegistryError::ManifestUnknown(d)),
-            Err(e) => Err(e.into()),
-        })
-        .await?;
-        Ok(FetchedManifest {
-            digest,
-            media_type: rev.media_type,
-            bytes,
-        })
-    }
-
-    /// Stores a manifest after checking it: its digest (when pushed by
-    /// digest), its format, and that everything it refers to is in the
-    /// repository. Links are written content first, tag last, so a failure
-    /// at any step leaves no tag or revision pointing at missing content.
-    /// Returns the manifest's digest and subject.
-    pub(crate) async fn put_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-        bytes: Bytes,
-        content_type: Option<&str>,
-    ) -> Result<(Digest, Option<Digest>), RegistryError> {
-        if bytes.len() > MAX_MANIFEST_BYTES {
-            return Err(RegistryError::ManifestTooLarge {
-                max: MAX_MANIFEST_BYTES,
-            });
-        }
-        let digest = match reference {
-            Reference::Digest(d) => {
-                let mut h = d.algorithm().hasher();
-                h.update(&bytes);
-                let actual = h.finish();
-                if actual != *d {
-                    return Err(RegistryError::DigestMismatch {
-                        expected: d.to_string(),
-                        actual: actual.to_string(),
-                    });
-                }
-                actual
-            }
-            Reference::Tag(_) => sha256_of(&bytes),
-        };
-        let parsed = manifest::parse(&bytes, content_type)?;
-        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-        let revision = Revision {
-            media_type: parsed.media_type.clone(),
-            size: bytes.len() as u64,
-            subject: subject.as_ref().map(ToString::to_string),
-            artifact_type: parsed.artifact_type.clone(),
-            annotations: parsed.annotations.clone(),
-        };
-        let revision = serde_json::to_vec(&revision).map_err(io::Error::other)?;
-
-        let _linking = self.gc_lock.read().await;
-        let st = Arc::clone(&self.storage);
-        let (repo, reference, d) = (repo.clone(), reference.clone(), digest.clone());
-        let subject_link = subject.clone();
-        blocking(move || {
-            let refs = parsed.blobs.iter().map(|b| (b, false));
-            let children = parsed.children.iter().map(|c| (c, true));
-            for (desc, is_manifest) in refs.chain(children) {
-                let unknown = || RegistryError::ManifestBlobUnknown(desc.digest.to_string());
-                let linked = if is_manifest {
-                    st.revision_link(&repo, &desc.digest).exists()
-                } else {
-                    st.layer_link(&repo, &desc.digest).exists()
-                };
-                if !linked {
-                    return Err(unknown());
-                }
-                match st.blob_size(&desc.digest)? {
-                    None => return Err(unknown()),
-                    Some(size) if size != desc.size => {
-                        return Err(RegistryError::ManifestInvalid(format!(
-                            "{} is {size} bytes, the manifest says {}",
-                            desc.digest, desc.size
-                        )));
-                    }
-                    Some(_) => {}
-                }
-                // Touched so a collection already running keeps it.
-                if !st.touch_blob(&desc.digest)? {
-                    return Err(unknown());
-                }
-            }
-            st.put_small_blob(&d, &bytes)?;
-            st.write_atomic(&st.revision_link(&repo, &d), &revision)?;
-            if let Some(s) = &subject_link {
-                st.write_atomic(&st.referrer_link(&repo, s, &d), b"")?;
-            }
-            if let Reference::Tag(t) = &reference {
-                st.write_atomic(&st.tag_link(&repo, t), d.to_string().as_bytes())?;
-            }
-            Ok(())
-        })
-        .await?;
-        Ok((digest, subject))
-    }
-
-    /// By tag: removes the tag. By digest: removes the manifest from the
-    /// repository with every tag pointing at it (tags first, so none ever
-    /// points at a missing revision).
-    pub(crate) async fn delete_manifest(
-        &self,
-        repo: &RepoName,
-        reference: &Reference,
-    ) -> Result<(), RegistryError> {
-        let st = Arc::clone(&self.storage);
-        let (repo, reference) = (repo.clone(), reference.clone());
-        blocking(move || match &reference {
-            Reference::Tag(t) => match fs::remove_file(st.tag_link(&repo, t)) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    Err(RegistryError::ManifestUnknown(t.clone()))
-                }
-                Err(e) => Err(e.into()),
-            },
-            Reference::Digest(d) => {
-                let rev = st
-                    .read_revision(&repo, d)?
-                    .ok_or_else(|| RegistryError::ManifestUnknown(d.to_string()))?;
-                for tag in st.list_tags(&repo)?.unwrap_or_default() {
-                    if st.read_tag(&repo, &tag)?.as_ref() == Some(d) {
-                        remove_if_exists(&st.tag_link(&repo, &tag))?;
-                    }
-                }
-                if let Some(subject) = rev.subject.as_deref().and_then(|s| Digest::parse(s).ok()) {
-                    let link = st.referrer_link(&repo, &subject, d);
-                    remove_if_exists(&link)?;
-                    if let Some(dir) = link.parent() {
-                        prune_empty_dirs(dir, &st.repo_dir(&repo));
-                    }
-                }
-                remove_if_exists(&st.revision_link(&repo, d))?;
-                Ok(())
-            }
-        })
-        .await
-    }
-
-    /// Tags of `repo` after `last`, at most `n`; and whether more follow.
-    pub(crate) async fn tags(
-        &self,
-        repo: &RepoName,
-        n: usize,
-        last: Option<&str>,
-    ) -> Result<(Vec<String>, bool), RegistryError> {
-        let st = Arc::clone(&self.storage);
-        let name = repo.clone();
-        let all = blocking(move || Ok(st.list_tags(&name)?))
-            .await?
-            .ok_or_else(|| RegistryError::NameUnknown(repo.to_string()))?;
-        Ok(page(all, n, last))
-    }
-
-    /// Repositories the principal may pull, after `last`, at most `n`.
-    pub(crate) async fn catalog(
-        &self,
-        who: &Principal,
-        n: usize,
-        last: Option<&str>,
-    ) -> Result<(Vec<String>, bool), RegistryError> {
-        let st = Arc::clone(&self.storage);
-        let all = blocking(move || Ok(st.list_repositories()?)).await?;
-        let visible = all
-            .into_iter()
-            .filter(|r| RepoName::parse(r).is_ok_and(|r| who.can_pull(&r)))
-            .collect();
-        Ok(page(visible, n, last))
-    }
-
-    /// The referrers of `subject` in `repo` as an OCI index.
-    pub(crate) async fn referrers(
-        &self,
-        repo: &RepoName,
-        subject: &Digest,
-        artifact_type: Option<&str>,
-    ) -> Result<Value, RegistryError> {
-        let st = Arc::clone(&self.storage);
-        let (repo, subject) = (repo.clone(), subject.clone());
-        let filter = artifact_type.map(str::to_owned);
-        blocking(move || {
-            let mut manifests = Vec::new();
-            let dir = st.referrers_dir(&repo, &subject);
-            let entries = match fs::read_dir(&dir) {
-                Ok(e) => e.collect::<Result<Vec<_>, _>>()?,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(e.into()),
-            };
-            let mut digests: Vec<Digest> = entries
-                .iter()
-                .filter_map(|e| {
-                    let name = e.file_name();
-                    let (alg, hex) = name.to_str()?.split_once('-')?;
-                    Digest::parse(&format!("{alg}:{hex}")).ok()
-                })
-                .collect();
-            digests.sort();
-            for d in digests {
-                let Some(rev) = st.read_revision(&repo, &d)? else {
-                    continue;
-                };
-                if filter.is_some() && rev.artifact_type != filter {
-                    continue;
-                }
-                let mut desc = json!({
-                    "mediaType": rev.media_type,
-                    "digest": d.to_string(),
-                    "size": rev.size,
-                });
-                if let Some(t) = rev.artifact_type {
-                    desc["artifactType"] = json!(t);
-                }
-                if let Some(a) = rev.annotations {
-                    desc["annotations"] = Value::Object(a);
-                }
-                manifests.push(desc);
-            }
-            Ok(json!({
-                "schemaVersion": 2,
-                "mediaType": manifest::OCI_INDEX,
-                "manifests": manifests,
-            }))
-        })
-        .await
     }
 }
 
-async fn append_locked(
-    session: &SessionRef,
-    state: &mut State,
-    range: Option<(u64, u64)>,
-    body: Body,
-    location: &str,
-) -> Result<u64, RegistryError> {
-    state.last_active = Instant::now();
-    let start = state.offset;
-    let limit = match range {
-        Some((first, _)) if first != start => {
-            return Err(RegistryError::RangeInvalid {
-                offset: start,
-                location: location.to_owned(),
-            });
-        }
-        Some((first, last)) => Some(last - first + 1),
-        None => None,
-    };
-    let (hasher, written) = append_body(&session.data, start, state.hasher.clone(), body, limit)
-        .await
-        .map_err(append_error)?;
-    if let Some(limit) = limit
-        && written != limit
-    {
-        // Roll the short chunk back: the upload stays where it was.
-        let path = session.data.clone();
-        blocking(move || {
-            Ok(fs::OpenOptions::new()
-                .write(true)
-                .open(path)?
-                .set_len(start)?)
-        })
-        .await?;
-        return Err(RegistryError::BlobUploadInvalid(format!(
-            "Content-Range announced {limit} bytes, the body had {written}"
-        )));
+/// Commits a content write. The key already taken means the same content
+/// is already stored (by another push, or an earlier one): that will do.
+async fn publish(writer: BlobWriter) -> Result<(), RegistryError> {
+    match writer.commit().await {
+        Ok(_) | Err(BlobError::AlreadyExists { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
     }
-    state.offset = start + written;
-    state.hasher = hasher;
-    state.last_active = Instant::now();
-    Ok(state.offset)
+}
+
+/// Picks a byte range (first and last byte) once a blob's size is known;
+/// `None` when it cannot be satisfied.
+pub(crate) type RangeChoice<'a> = dyn Fn(u64) -> Option<(u64, u64)> + Send + Sync + 'a;
+
+/// A blob opened for a GET.
+pub(crate) enum Opened {
+    Whole(Blob),
+    Range { blob: Blob, first: u64, size: u64 },
+    Unsatisfiable { size: u64 },
 }
 
 /// One page of a sorted list: entries after `last`, at most `n`, and
 /// whether any remain.
-fn page(sorted: Vec<String>, n: usize, last: Option<&str>) -> (Vec<String>, bool) {
+pub(crate) fn page(sorted: Vec<String>, n: usize, last: Option<&str>) -> (Vec<String>, bool) {
     let mut rest: Vec<String> = match last {
         Some(last) => sorted.into_iter().filter(|s| s.as_str() > last).collect(),
         None => sorted,
@@ -670,11 +319,4 @@ fn page(sorted: Vec<String>, n: usize, last: Option<&str>) -> (Vec<String>, bool
     let more = rest.len() > n;
     rest.truncate(n);
     (rest, more)
-}
-
-fn append_error(e: AppendError) -> RegistryError {
-    match e {
-        AppendError::Io(e) => RegistryError::Io(e),
-        other => RegistryError::BlobUploadInvalid(other.to_string()),
-    }
 }

@@ -1,193 +1,195 @@
-//! Moving blob bytes between sockets and files without holding a whole
-//! blob anywhere.
+//! Moving blob bytes between sockets and the blob store without holding a
+//! whole blob anywhere.
 //!
-//! Writes: the request body's frames go through a short bounded channel to
-//! a blocking thread that writes them in large pieces and hashes exactly
-//! what it wrote, so hashing and disk writes overlap with receiving the
-//! next frames and never stall the async runtime.
+//! Writes: request bodies (and, at the end of a chunked upload, the stored
+//! chunks) go frame by frame into a [`Sink`]: a blob writer, which buffers
+//! a part and sends the rest as a multipart upload, and a hasher on a
+//! blocking thread behind a short bounded channel, so hashing overlaps
+//! with receiving and never stalls the async runtime.
 //!
-//! Reads: a blocking thread reads ahead into a short bounded channel that
-//! the response body drains; Content-Length is known up front.
+//! Reads: a blob's stream becomes the response body as it is; its length
+//! is known before the first byte.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::Body;
-use bytes::{Bytes, BytesMut};
+use berth_blobs::{Blob, BlobWriter};
+use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
 
-use crate::digest::Hasher;
-use crate::storage::IO_CHUNK;
+use crate::RegistryError;
+use crate::digest::{Algorithm, Digest, Hasher};
+use crate::index::RegistryIndex;
 
-/// Frames in flight between the socket and the writer thread. With
-/// hyper's frames (at most a few hundred KiB) this bounds an upload's
-/// memory to a few MiB.
-const WRITE_DEPTH: usize = 16;
-/// Chunks read ahead of the socket when serving a blob.
-const READ_DEPTH: usize = 4;
+/// Frames in flight between the socket and the hashing thread. With
+/// hyper's frames (at most a few hundred KiB) this bounds the memory to a
+/// few MiB besides the writer's own buffer.
+const HASH_DEPTH: usize = 16;
 
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum AppendError {
-    #[error("the request body failed: {0}")]
-    Body(String),
-    #[error("the body is longer than declared ({limit} bytes)")]
-    TooLong { limit: u64 },
-    #[error("writing the upload: {0}")]
-    Io(#[from] io::Error),
+/// A running hash on a blocking thread.
+struct HashThread {
+    tx: mpsc::Sender<Bytes>,
+    done: tokio::task::JoinHandle<Hasher>,
 }
 
-/// Appends the whole body to the file at `path` from byte `start` on,
-/// feeding `hasher`; returns the new hasher and the bytes written. At most
-/// `limit` bytes are accepted. All or nothing: on any failure the file is
-/// cut back to `start` bytes, and the caller keeps its copy of the hasher
-/// from before.
-pub(crate) async fn append_body(
-    path: &Path,
-    start: u64,
-    hasher: Hasher,
-    body: Body,
-    limit: Option<u64>,
-) -> Result<(Hasher, u64), AppendError> {
-    let file = {
-        let path = path.to_owned();
-        tokio::task::spawn_blocking(move || -> io::Result<File> {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(path)?;
-            // Anything past `start` is the tail of an attempt that failed.
-            f.set_len(start)?;
-            f.seek(SeekFrom::Start(start))?;
-            Ok(f)
-        })
-        .await
-        .map_err(|e| io::Error::other(e.to_string()))??
-    };
+impl HashThread {
+    fn spawn(algorithm: Algorithm) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(HASH_DEPTH);
+        let done = tokio::task::spawn_blocking(move || {
+            let mut hasher = algorithm.hasher();
+            while let Some(piece) = rx.blocking_recv() {
+                hasher.update(&piece);
+            }
+            hasher
+        });
+        Self { tx, done }
+    }
 
-    let (tx, rx) = mpsc::channel::<Bytes>(WRITE_DEPTH);
-    let worker = tokio::task::spawn_blocking(move || write_loop(file, hasher, rx));
+    async fn update(&self, piece: Bytes) -> Result<(), RegistryError> {
+        self.tx
+            .send(piece)
+            .await
+            .map_err(|_| std::io::Error::other("the hashing thread stopped").into())
+    }
+
+    async fn finish(self) -> Result<Digest, RegistryError> {
+        drop(self.tx);
+        let hasher = self
+            .done
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(hasher.finish())
+    }
+}
+
+/// Where received bytes go: a blob writer, and a hasher when the digest
+/// is to be checked.
+pub(crate) struct Sink {
+    writer: BlobWriter,
+    hash: Option<HashThread>,
+}
+
+impl Sink {
+    pub fn new(writer: BlobWriter, algorithm: Option<Algorithm>) -> Self {
+        Self {
+            writer,
+            hash: algorithm.map(HashThread::spawn),
+        }
+    }
+
+    pub async fn put(&mut self, piece: Bytes) -> Result<(), RegistryError> {
+        if piece.is_empty() {
+            return Ok(());
+        }
+        if let Some(hash) = &self.hash {
+            hash.update(piece.clone()).await?;
+        }
+        self.writer.write(&piece).await?;
+        Ok(())
+    }
+
+    /// The writer, to commit or drop, and the digest of everything put
+    /// (when hashing).
+    pub async fn finish(self) -> Result<(BlobWriter, Option<Digest>), RegistryError> {
+        let digest = match self.hash {
+            Some(hash) => Some(hash.finish().await?),
+            None => None,
+        };
+        Ok((self.writer, digest))
+    }
+}
+
+/// Keeps an upload session marked active while a long chunk streams in or
+/// out, so that an expiry pass on any replica never takes it for
+/// abandoned mid-request.
+pub(crate) struct Heartbeat {
+    session: Option<(Arc<dyn RegistryIndex>, String)>,
+    every: Duration,
+    last: Instant,
+}
+
+impl Heartbeat {
+    pub fn none() -> Self {
+        Self {
+            session: None,
+            every: Duration::MAX,
+            last: Instant::now(),
+        }
+    }
+
+    /// Beats a few times per expiry period, and at least once a minute.
+    pub fn upload(index: Arc<dyn RegistryIndex>, id: &str, expiry: Duration) -> Self {
+        Self {
+            session: Some((index, id.to_owned())),
+            every: (expiry / 4).min(Duration::from_secs(60)),
+            last: Instant::now(),
+        }
+    }
+
+    async fn beat(&mut self) -> Result<(), RegistryError> {
+        let Some((index, id)) = &self.session else {
+            return Ok(());
+        };
+        if self.last.elapsed() < self.every {
+            return Ok(());
+        }
+        self.last = Instant::now();
+        if !index.touch_upload(id).await? {
+            // Cancelled or expired meanwhile: nothing to write to.
+            return Err(RegistryError::BlobUploadUnknown(id.clone()));
+        }
+        Ok(())
+    }
+}
+
+/// Puts a whole request body into `sink`; answers its length. At most
+/// `limit` bytes are accepted.
+pub(crate) async fn pump_body(
+    body: Body,
+    sink: &mut Sink,
+    limit: Option<u64>,
+    beat: &mut Heartbeat,
+) -> Result<u64, RegistryError> {
     let mut stream = body.into_data_stream();
     let mut received: u64 = 0;
-    let mut failure = None;
     while let Some(frame) = stream.next().await {
-        match frame {
-            Ok(bytes) => {
-                received += bytes.len() as u64;
-                if let Some(limit) = limit
-                    && received > limit
-                {
-                    failure = Some(AppendError::TooLong { limit });
-                    break;
-                }
-                if tx.send(bytes).await.is_err() {
-                    // The writer stopped on an I/O error; it reports it.
-                    break;
-                }
-            }
-            Err(e) => {
-                failure = Some(AppendError::Body(e.to_string()));
-                break;
-            }
+        let piece = frame.map_err(|e| {
+            RegistryError::BlobUploadInvalid(format!("the request body failed: {e}"))
+        })?;
+        received += piece.len() as u64;
+        if let Some(limit) = limit
+            && received > limit
+        {
+            return Err(RegistryError::BlobUploadInvalid(format!(
+                "the body is longer than declared ({limit} bytes)"
+            )));
         }
+        sink.put(piece).await?;
+        beat.beat().await?;
     }
-    drop(tx);
-
-    let outcome = worker.await.map_err(|e| io::Error::other(e.to_string()));
-    let error = match outcome {
-        Ok((_, hasher, written, Ok(()))) if failure.is_none() => return Ok((hasher, written)),
-        Ok((_, _, _, Err(e))) => AppendError::Io(e),
-        Ok(_) => failure.unwrap_or(AppendError::Body("aborted".into())),
-        Err(e) => AppendError::Io(e),
-    };
-    let path = path.to_owned();
-    let rolled_back = tokio::task::spawn_blocking(move || {
-        OpenOptions::new().write(true).open(path)?.set_len(start)
-    })
-    .await
-    .map_err(|e| io::Error::other(e.to_string()))
-    .and_then(|r| r);
-    match rolled_back {
-        Ok(()) => Err(error),
-        Err(e) => Err(AppendError::Io(e)),
-    }
+    Ok(received)
 }
 
-fn write_loop(
-    mut file: File,
-    mut hasher: Hasher,
-    mut rx: mpsc::Receiver<Bytes>,
-) -> (File, Hasher, u64, io::Result<()>) {
-    let mut pending = BytesMut::with_capacity(IO_CHUNK);
-    let mut written = 0u64;
-    let mut flush = |file: &mut File, data: &[u8], hasher: &mut Hasher| -> io::Result<()> {
-        file.write_all(data)?;
-        hasher.update(data);
-        written += data.len() as u64;
-        Ok(())
-    };
-    let result = (|| {
-        while let Some(frame) = rx.blocking_recv() {
-            if pending.is_empty() && frame.len() >= IO_CHUNK {
-                // Large frames go straight to the file: no copy.
-                flush(&mut file, &frame, &mut hasher)?;
-                continue;
-            }
-            pending.extend_from_slice(&frame);
-            if pending.len() >= IO_CHUNK {
-                flush(&mut file, &pending, &mut hasher)?;
-                pending.clear();
-            }
-        }
-        if !pending.is_empty() {
-            flush(&mut file, &pending, &mut hasher)?;
-        }
-        Ok(())
-    })();
-    (file, hasher, written, result)
+/// Puts a whole stored blob into `sink`; answers its length.
+pub(crate) async fn pump_blob(
+    blob: Blob,
+    sink: &mut Sink,
+    beat: &mut Heartbeat,
+) -> Result<u64, RegistryError> {
+    let mut stream = blob.stream;
+    let mut copied = 0u64;
+    while let Some(piece) = stream.next().await {
+        let piece = piece?;
+        copied += piece.len() as u64;
+        sink.put(piece).await?;
+        beat.beat().await?;
+    }
+    Ok(copied)
 }
 
-/// A response body streaming `len` bytes of `file` from `offset`.
-pub(crate) fn file_body(mut file: File, offset: u64, len: u64) -> Body {
-    let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(READ_DEPTH);
-    tokio::task::spawn_blocking(move || {
-        if let Err(e) = file.seek(SeekFrom::Start(offset)) {
-            let _ = tx.blocking_send(Err(e));
-            return;
-        }
-        let mut left = len;
-        while left > 0 {
-            let want = left.min(IO_CHUNK as u64) as usize;
-            let mut buf = BytesMut::zeroed(want);
-            let mut filled = 0;
-            while filled < want {
-                match file.read(&mut buf[filled..]) {
-                    Ok(0) => break,
-                    Ok(n) => filled += n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => {
-                        let _ = tx.blocking_send(Err(e));
-                        return;
-                    }
-                }
-            }
-            if filled == 0 {
-                // The file shrank under us; the response is cut short and
-                // the client's length check catches it.
-                let _ = tx.blocking_send(Err(io::Error::from(io::ErrorKind::UnexpectedEof)));
-                return;
-            }
-            buf.truncate(filled);
-            left -= filled as u64;
-            if tx.blocking_send(Ok(buf.freeze())).is_err() {
-                return; // the client went away
-            }
-        }
-    });
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
-    Body::from_stream(stream)
+/// A response body streaming a blob.
+pub(crate) fn blob_body(blob: Blob) -> Body {
+    Body::from_stream(blob.stream)
 }

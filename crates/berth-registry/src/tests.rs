@@ -1,6 +1,7 @@
 //! Behaviour tests of the registry: requests go through the real router
 //! (`tower::ServiceExt::oneshot`, no sockets) onto real files in a temp
-//! directory; only the authenticator is a table of keys.
+//! directory (the blob store's local backend) and the in-memory index;
+//! only the authenticator is a table of keys.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -51,6 +52,7 @@ struct T {
     // Kept alive for the test; `root` lives inside it.
     _dir: tempfile::TempDir,
     root: std::path::PathBuf,
+    index: Arc<MemoryIndex>,
     reg: Arc<Registry>,
     app: Router,
 }
@@ -97,20 +99,46 @@ impl T {
     }
 
     fn open(dir: tempfile::TempDir, root: std::path::PathBuf) -> Self {
-        let reg = Arc::new(Registry::open(Config::new(&root), Arc::new(Keys)).unwrap());
+        Self::open_on(dir, root, Arc::new(MemoryIndex::new()))
+    }
+
+    /// A registry over the blob store rooted in `dir` (the data directory:
+    /// `root` is its `registry/`) and `index`.
+    fn open_on(dir: tempfile::TempDir, root: std::path::PathBuf, index: Arc<MemoryIndex>) -> Self {
+        let blobs = berth_blobs::Blobs::local(dir.path()).unwrap();
+        let reg = Arc::new(Registry::new(
+            Config::default(),
+            index.clone(),
+            blobs,
+            Arc::new(Keys),
+        ));
         let app = router(Arc::clone(&reg));
         Self {
             _dir: dir,
             root,
+            index,
             reg,
             app,
         }
     }
 
-    /// The same storage, as a freshly started process would see it.
+    /// The same storage and index, as a freshly started process (or
+    /// another replica) would see them.
     fn restart(self) -> Self {
-        let Self { _dir, root, .. } = self;
-        Self::open(_dir, root)
+        let Self {
+            _dir, root, index, ..
+        } = self;
+        Self::open_on(_dir, root, index)
+    }
+
+    /// Files in the upload area (which the blob store removes when empty).
+    fn upload_files(&self) -> usize {
+        self.tree()
+            .iter()
+            .filter(|p| {
+                p.starts_with("registry/uploads/") && self.root.parent().unwrap().join(p).is_file()
+            })
+            .count()
     }
 
     async fn call(
@@ -395,10 +423,7 @@ async fn monolithic_push_and_pull() {
     let path = t.root.join("blobs/sha256").join(&hex[..2]).join(hex);
     assert_eq!(std::fs::read(path).unwrap(), data);
     // Nothing is left in the upload area.
-    assert_eq!(
-        std::fs::read_dir(t.root.join("uploads")).unwrap().count(),
-        0
-    );
+    assert_eq!(t.upload_files(), 0);
 }
 
 #[tokio::test]
@@ -619,10 +644,7 @@ async fn wrong_digest_stores_and_links_nothing() {
         !tree.iter().any(|p| p.contains("_layers/")),
         "no link: {tree:?}"
     );
-    assert_eq!(
-        std::fs::read_dir(t.root.join("uploads")).unwrap().count(),
-        0
-    );
+    assert_eq!(t.upload_files(), 0);
     let real = sha256_of(b"the real content");
     let r = t.get(&format!("/v2/alpha/app/blobs/{real}"), ALPHA).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
@@ -1270,10 +1292,7 @@ async fn uploads_survive_a_restart_and_can_be_cancelled() {
         .await;
     assert_eq!(r.status, StatusCode::NO_CONTENT);
     assert_eq!(t.get(&location, ALPHA).await.code(), "BLOB_UPLOAD_UNKNOWN");
-    assert_eq!(
-        std::fs::read_dir(t.root.join("uploads")).unwrap().count(),
-        0
-    );
+    assert_eq!(t.upload_files(), 0);
     // Ids that are not canonical never reach the filesystem.
     let r = t
         .get("/v2/alpha/app/blobs/uploads/..%2f..%2fx", ALPHA)
@@ -1284,10 +1303,14 @@ async fn uploads_survive_a_restart_and_can_be_cancelled() {
 #[tokio::test]
 async fn upload_sessions_are_bounded_and_expire() {
     let dir = tempfile::tempdir().unwrap();
-    let mut cfg = Config::new(dir.path().join("registry"));
-    cfg.max_upload_sessions = 2;
-    cfg.upload_expiry = Duration::from_millis(50);
-    let reg = Arc::new(Registry::open(cfg, Arc::new(Keys)).unwrap());
+    let cfg = Config {
+        max_upload_sessions: 2,
+        upload_expiry: Duration::from_millis(50),
+        ..Config::default()
+    };
+    let blobs = berth_blobs::Blobs::local(dir.path()).unwrap();
+    let index = Arc::new(MemoryIndex::new());
+    let reg = Arc::new(Registry::new(cfg, index.clone(), blobs, Arc::new(Keys)));
     let app = router(Arc::clone(&reg));
     let post = || {
         Request::post("/v2/alpha/app/blobs/uploads/")
@@ -1301,16 +1324,11 @@ async fn upload_sessions_are_bounded_and_expire() {
     }
     let r = app.clone().oneshot(post()).await.unwrap();
     assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
-    // Once idle past the expiry they make room (and their files go).
+    // Once idle past the expiry they make room (and their records go).
     tokio::time::sleep(Duration::from_millis(80)).await;
     let r = app.clone().oneshot(post()).await.unwrap();
     assert_eq!(r.status(), StatusCode::ACCEPTED);
-    assert_eq!(
-        std::fs::read_dir(dir.path().join("registry/uploads"))
-            .unwrap()
-            .count(),
-        1
-    );
+    assert_eq!(index.count_uploads().await.unwrap(), 1);
 }
 
 #[tokio::test]
@@ -1342,11 +1360,17 @@ async fn gc_keeps_what_is_referenced_or_young() {
     let garbage = t.blob(ALPHA, "alpha/app", b"unreferenced").await;
     let fresh = t.blob(ALPHA, "alpha/app", b"just uploaded").await;
 
-    // Everything but `fresh` is made old.
+    // Everything but `fresh` is made old: its bytes, and its last use.
     let old = Duration::from_secs(7200);
+    let old_ms = (SystemTime::now() - old)
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
     for p in t.blob_files() {
         if !p.ends_with(&fresh["sha256:".len()..]) {
             set_mtime(&t.root.parent().unwrap().join(&p), old);
+            let hex = p.rsplit('/').next().unwrap();
+            t.index.set_touched(&format!("sha256:{hex}"), old_ms);
         }
     }
     let dry = t
@@ -1424,7 +1448,10 @@ async fn gc_removes_abandoned_uploads() {
     let report = t.reg.gc(GcOptions::default()).await.unwrap();
     assert_eq!(report.uploads_removed, 1);
     assert!(!stale.exists());
-    assert!(t.root.join("uploads").join(&live).exists());
+    let r = t
+        .get(&format!("/v2/alpha/app/blobs/uploads/{live}"), ALPHA)
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT, "the live session stays");
 }
 
 #[tokio::test]
