@@ -17,8 +17,8 @@ pub use function::{
 };
 pub use outcome::{ErrorCode, Outcome, TaskError, UnknownCode};
 pub use task::{
-    Cancel, PayloadKind, RequestMeta, TaskFilter, TaskId, TaskKind, TaskPage, TaskRecord,
-    TaskStatus, Timing, Usage,
+    AttemptEnd, AttemptRecord, Cancel, PayloadKind, RequestMeta, TaskFilter, TaskId, TaskKind,
+    TaskPage, TaskRecord, TaskStatus, Timing, Usage,
 };
 pub use tenant::{
     QUOTA_FIELDS, QuotaField, QuotaOverrides, Quotas, TenantRecord, validate_tenant_name,

@@ -146,6 +146,11 @@ pub struct TaskRecord {
     pub status: TaskStatus,
     pub attempt: i64,
     pub max_attempts: i64,
+    /// The epoch of the latest claim: grows with every claim and never
+    /// goes back, so a running attempt is named by (id, epoch) alone.
+    pub epoch: i64,
+    /// The replica (node) that holds or last held the task.
+    pub node: Option<String>,
     pub exit_code: Option<i64>,
     pub error: Option<TaskError>,
     pub created_at: i64,
@@ -178,6 +183,8 @@ impl TaskRecord {
             status: TaskStatus::Queued,
             attempt: 0,
             max_attempts: 1,
+            epoch: 0,
+            node: None,
             exit_code: None,
             error: None,
             created_at: crate::now_ms(),
@@ -189,6 +196,63 @@ impl TaskRecord {
             output_bytes: None,
             request,
         }
+    }
+}
+
+/// One claim of an async task: which replica ran it, when, and how it
+/// ended. `outcome` is `None` while it runs; a lost attempt (its replica
+/// or executor died under it) ends as `Lost` and the task runs again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: i64,
+    pub epoch: i64,
+    pub node: String,
+    pub started_at: i64,
+    pub finished_at: Option<i64>,
+    pub ended: Option<AttemptEnd>,
+}
+
+/// How an attempt ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum AttemptEnd {
+    /// It gave the task its final status.
+    Finished,
+    /// What ran it was lost (replica, engine, instance); counted.
+    Lost,
+    /// Its lease lapsed and another replica's recovery took the task.
+    Expired,
+    /// Handed back before it started (executor full); not counted.
+    Released,
+    /// The task was cancelled under it.
+    Cancelled,
+}
+
+impl AttemptEnd {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Finished => "finished",
+            Self::Lost => "lost",
+            Self::Expired => "expired",
+            Self::Released => "released",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl FromStr for AttemptEnd {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [
+            Self::Finished,
+            Self::Lost,
+            Self::Expired,
+            Self::Released,
+            Self::Cancelled,
+        ]
+        .into_iter()
+        .find(|e| e.as_str() == s)
+        .ok_or_else(|| format!("unknown attempt end {s:?}"))
     }
 }
 

@@ -17,12 +17,17 @@
 //! - `handles` is also evaluated once per case and gives a factory
 //!   (`Fn() -> impl Future<Output = Arc<dyn Store>>`) whose every call opens
 //!   another handle on that case's one empty database, as a second node
-//!   would. The cases in [`races`] take it; they open their handles one
-//!   after another, never at once.
+//!   would. The cases of several replicas take it ([`races`], and one
+//!   each in [`running`], [`singletons`], [`events`]); they open their
+//!   handles one after another, never at once, and then call through all
+//!   of them at once.
 //!
 //! A backend whose factory serves both can write
 //! `berth_store::conformance_tests!(handles: fresh_database());` and the
-//! single-store cases run on its first handle.
+//! single-store cases run on its first handle. Either expression may
+//! `return` to end every case early, which is how a backend whose server
+//! is absent skips on purpose (see `postgres/tests.rs`); it must never do
+//! so silently.
 //!
 //! Each case becomes its own `#[tokio::test]` named after it, so a failure
 //! names the broken behaviour. The list of cases lives in one place (the
@@ -31,22 +36,29 @@
 //! test here fails if a case is written but not listed. The crate invoking
 //! the macro needs `tokio` with `macros` and `rt-multi-thread`.
 
+pub mod attempts;
+mod database;
+pub mod events;
+pub mod fencing;
 pub mod finish;
 pub mod functions;
 pub mod queue;
 pub mod races;
+pub mod running;
+pub mod singletons;
 pub mod tasks;
 pub mod tenants;
+
+pub use database::TestDatabase;
 
 use std::future::Future;
 use std::sync::Arc;
 
 use berth_core::{
     FunctionConfig, Outcome, RequestMeta, TaskId, TaskKind, TaskRecord, TaskStatus, Timing, Usage,
-    now_ms,
 };
 
-use crate::{Finish, Lease, Store};
+use crate::{Fence, Finish, Lease, Store};
 
 /// The suite's one list. Takes the name of a macro (exported from this
 /// crate) and the tokens to hand it first, then appends both lists.
@@ -63,14 +75,24 @@ macro_rules! __store_conformance_cases {
                 queue::queue_claims_fifo_once,
                 queue::claiming_zero_or_sync_tasks_claims_nothing,
                 queue::claims_skip_tenants_at_their_quota,
+                queue::claims_are_fair_across_tenants_and_functions,
                 queue::a_requeued_attempt_counts_and_a_released_one_does_not,
                 queue::recovery_requeues_then_gives_up,
                 queue::renewal_extends_only_the_owners_leases,
+                fencing::epochs_only_grow,
+                fencing::a_stale_epoch_changes_nothing,
+                fencing::a_task_keeps_its_last_node,
+                attempts::every_claim_leaves_an_attempt_saying_how_it_ended,
+                attempts::attempts_are_the_tasks_tenants_only,
                 finish::a_finish_records_outcome_usage_and_timing,
                 finish::every_error_code_round_trips,
                 finish::a_stale_attempt_cannot_finish_a_task,
                 finish::a_task_no_longer_running_cannot_be_finished,
                 finish::cancel_and_tenancy,
+                running::a_sync_call_is_refused_past_the_running_limit,
+                running::running_counts_are_per_tenant,
+                singletons::a_singleton_has_one_holder_until_it_expires,
+                singletons::a_released_singleton_is_free_at_once,
                 tasks::a_task_reads_back_as_inserted,
                 tasks::pagination_walks_every_task_once,
                 tasks::count_tasks_counts_one_tenant_in_one_status,
@@ -83,6 +105,9 @@ macro_rules! __store_conformance_cases {
                 races::concurrent_claims_never_hand_out_a_task_twice,
                 races::a_cancel_racing_a_finish_has_one_winner,
                 races::a_recovery_racing_a_finish_has_one_winner,
+                running::concurrent_sync_calls_never_pass_the_running_limit,
+                singletons::concurrent_holders_never_share_a_singleton,
+                events::an_event_reaches_every_listener,
             ]
         }
     };
@@ -222,21 +247,43 @@ fn task_of(tenant: &str, function: &str, kind: TaskKind) -> TaskRecord {
     t
 }
 
+fn lease(owner: &str, duration_ms: i64) -> Lease {
+    Lease {
+        owner: owner.into(),
+        duration_ms,
+    }
+}
+
+/// The fence of the claim a record was read at.
+fn fence(t: &TaskRecord) -> Fence {
+    Fence {
+        id: t.id,
+        epoch: t.epoch,
+    }
+}
+
 /// A sync call as the scheduler records it: running from the start, under
-/// `owner`'s lease.
-async fn insert_sync_call(s: &dyn Store, owner: &str) -> TaskRecord {
-    let mut t = task("f", TaskKind::Sync);
+/// `owner`'s lease, as the first claim (epoch 1).
+fn sync_call(tenant: &str, owner: &str) -> TaskRecord {
+    let mut t = task_of(tenant, "f", TaskKind::Sync);
     t.status = TaskStatus::Running;
     t.attempt = 1;
+    t.epoch = 1;
+    t.node = Some(owner.into());
     t.started_at = Some(t.created_at);
     t.timing.queued_ms = Some(0);
-    let lease = Lease {
-        owner: owner.into(),
-        expires_at: now_ms() + 60_000,
-    };
-    s.insert_task(&t, Some(&lease))
-        .await
-        .expect("insert a sync call");
+    t
+}
+
+/// Records a [`sync_call`] of tenant `t` well under any running limit.
+async fn insert_sync_call(s: &dyn Store, owner: &str) -> TaskRecord {
+    let t = sync_call(TENANT, owner);
+    assert!(
+        s.insert_running(&t, &lease(owner, 60_000), 1_000)
+            .await
+            .expect("insert a sync call"),
+        "a sync call under the running limit is recorded"
+    );
     t
 }
 
@@ -251,7 +298,7 @@ fn finish(outcome: Outcome) -> Finish {
 }
 
 async fn insert(s: &dyn Store, t: &TaskRecord) {
-    s.insert_task(t, None).await.expect("insert a task");
+    s.insert_task(t).await.expect("insert a task");
 }
 
 async fn get(s: &dyn Store, t: &TaskRecord) -> TaskRecord {
@@ -262,10 +309,10 @@ async fn get(s: &dyn Store, t: &TaskRecord) -> TaskRecord {
 }
 
 /// Claims the oldest queued task for `owner` and checks that it is `t`;
-/// returns the attempt it runs as.
-async fn claim(s: &dyn Store, t: &TaskRecord, owner: &str, lease_ms: i64) -> i64 {
-    let claimed = s
-        .claim_queued(owner, 1, lease_ms, &[])
+/// returns the task as claimed (its attempt, epoch and node).
+async fn claim(s: &dyn Store, t: &TaskRecord, owner: &str, lease_ms: i64) -> TaskRecord {
+    let mut claimed = s
+        .claim_queued(&lease(owner, lease_ms), 1, &[])
         .await
         .expect("claim");
     assert_eq!(
@@ -273,7 +320,7 @@ async fn claim(s: &dyn Store, t: &TaskRecord, owner: &str, lease_ms: i64) -> i64
         [t.id],
         "the oldest queued task is the one claimed"
     );
-    claimed[0].attempt
+    claimed.remove(0)
 }
 
 fn ids(tasks: &[TaskRecord]) -> Vec<TaskId> {

@@ -1,22 +1,37 @@
 //! Control-plane state: API keys, functions and their versions, task records
-//! and the durable async queue, plus the task payload files.
+//! and their attempts, the durable async queue, singleton leases, the
+//! events replicas wake each other with, and the registry's index (both
+//! backends implement [`berth_registry::RegistryIndex`]). SQLite embedded
+//! for one node, PostgreSQL for a set of replicas.
 //!
 //! Architecture Invariant: only this crate speaks SQL. Everything above it
-//! sees the [`Store`] trait, so a PostgreSQL implementation can slide in for
-//! clusters without the API or scheduler noticing.
+//! sees the [`Store`] trait.
+//!
+//! Architecture Invariant: every exclusive decision of a set is the
+//! database's: claims take rows with `FOR UPDATE SKIP LOCKED`, leases and
+//! singletons expire on the database's clock, and every transition of a
+//! running task is a conditional update on its attempt's epoch (fencing),
+//! so a replica that wakes after its lease lapsed can change nothing.
 
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
+mod events;
 mod payloads;
+mod policy;
+mod postgres;
+mod registry;
+mod rows;
 mod sqlite;
 
 use async_trait::async_trait;
 use berth_core::{
-    Cancel, FunctionConfig, FunctionSummary, FunctionVersion, Outcome, QuotaOverrides, TaskError,
-    TaskFilter, TaskId, TaskPage, TaskRecord, TaskStatus, TenantRecord, Timing, Usage,
+    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, Outcome,
+    QuotaOverrides, TaskError, TaskFilter, TaskId, TaskPage, TaskRecord, TaskStatus, TenantRecord,
+    Timing, Usage,
 };
 
 pub use payloads::{PayloadWriter, Payloads};
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 #[derive(Debug, thiserror::Error)]
@@ -29,6 +44,24 @@ pub enum StoreError {
     Corrupt(String),
     #[error("payload storage: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// Whether the database could not be reached (down, restarting, failing
+    /// over, pool exhausted) rather than refusing the request: worth a 503
+    /// and a retry, not a 500.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Db(
+                sqlx::Error::Io(_)
+                    | sqlx::Error::Tls(_)
+                    | sqlx::Error::PoolTimedOut
+                    | sqlx::Error::PoolClosed
+                    | sqlx::Error::WorkerCrashed
+            )
+        )
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -44,7 +77,8 @@ pub struct Finish {
     pub output_bytes: Option<i64>,
     /// Whether the result must survive power loss before this returns.
     /// A sync call's result has already gone to its caller; an async
-    /// task's is what its caller will read.
+    /// task's is what its caller will read. A backend may commit durably
+    /// anyway (PostgreSQL does).
     pub durable: bool,
 }
 
@@ -68,12 +102,50 @@ pub struct Recovered {
     pub failed: Vec<TaskId>,
 }
 
-/// Who holds a running task, and until when (ms since the epoch).
+/// Who holds a running task, and for how long from now on the database's
+/// clock (zero or less: lapsed at once).
 #[derive(Debug, Clone)]
 pub struct Lease {
     pub owner: String,
-    pub expires_at: i64,
+    pub duration_ms: i64,
 }
+
+/// One attempt as the fence knows it: the task and the epoch its claim
+/// got. Epochs only grow (a release does not give one back), so an epoch
+/// names one claim forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Fence {
+    pub id: TaskId,
+    pub epoch: i64,
+}
+
+/// What replicas of a set tell each other through the store (PostgreSQL
+/// `LISTEN/NOTIFY`). Only ever a hint: whoever acts on one reads the truth
+/// from the store; polling covers a lost one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Work was queued: dispatchers look now rather than at their next poll.
+    Queued,
+    /// A task was cancelled: the replica running it kills the attempt now
+    /// rather than when it ends (its finish would be refused anyway).
+    Cancelled(TaskId),
+    /// A cached record changed: drop it.
+    Invalidate(Invalidation),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// The tenant's API keys changed (rotation, revocation).
+    Keys { tenant: String },
+    /// The tenant's quotas changed.
+    Quotas { tenant: String },
+    /// The function's versions changed (deploy, delete).
+    Function { tenant: String, name: String },
+}
+
+/// Events as they arrive; ends when the connection is lost (the listener
+/// then reconnects and treats the gap as "everything may have changed").
+pub type Events = std::pin::Pin<Box<dyn futures::Stream<Item = Event> + Send>>;
 
 /// Outcome of an async submission that carried an idempotency key.
 #[derive(Debug, Clone)]
@@ -145,11 +217,21 @@ pub trait Store: Send + Sync + 'static {
     /// `function_deleted`. Returns false when there was no such function.
     async fn delete_function(&self, tenant: &str, name: &str) -> Result<bool>;
 
-    /// Records a task. For async tasks this is the durable commit point:
-    /// once it returns, the task will run. A sync task is inserted already
-    /// running under `lease`, and not forced to disk: if the machine loses
-    /// power, its caller has lost the call anyway.
-    async fn insert_task(&self, task: &TaskRecord, lease: Option<&Lease>) -> Result<()>;
+    /// Records an async task (queued). This is the durable commit point:
+    /// once it returns, the task will run.
+    async fn insert_task(&self, task: &TaskRecord) -> Result<()>;
+    /// Records a sync call's task already running under `lease` at epoch 1,
+    /// unless the tenant already has `max_running` tasks running across
+    /// the set (false then, and nothing is recorded). Running tasks of
+    /// both kinds count; async claims are not held to the limit here
+    /// (their quota is `claim_queued`'s `skip`). Not forced to disk: if
+    /// the machine loses power, its caller has lost the call anyway.
+    async fn insert_running(
+        &self,
+        task: &TaskRecord,
+        lease: &Lease,
+        max_running: u32,
+    ) -> Result<bool>;
     /// Records an async task under an idempotency key unless the tenant
     /// already used that key; `digest` identifies the request.
     async fn insert_task_idempotent(
@@ -163,37 +245,77 @@ pub trait Store: Send + Sync + 'static {
     /// is full.
     async fn idempotency_key_used(&self, tenant: &str, key: &str) -> Result<bool>;
     async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>>;
+    /// Every claim of the task, oldest first (empty for another tenant's).
+    /// A released claim stays, ended `Released`, and the next claim runs
+    /// under its attempt number again. Sync calls have none: they are
+    /// never claimed, and their record is their one run.
+    async fn list_attempts(&self, tenant: &str, id: TaskId) -> Result<Vec<AttemptRecord>>;
     async fn list_tasks(&self, tenant: &str, filter: &TaskFilter) -> Result<TaskPage>;
     /// Cheapest round trip that proves the store answers (readiness).
     async fn ping(&self) -> Result<()>;
 
     /// Moves up to `max` queued async tasks to running under a lease held by
-    /// `owner`, oldest first, counting the attempt. Tasks of the tenants in
-    /// `skip` (at their concurrency quota) stay queued.
+    /// `lease.owner`, counting the attempt and giving each claim a new
+    /// epoch (recorded as an attempt row naming the owner). Fair: the
+    /// oldest task of each tenant and function goes before the second of
+    /// any, oldest first among equals, within the oldest thousand queued
+    /// tasks (a claim costs the same however deep the queue). Tasks of the
+    /// tenants in `skip` (at their concurrency quota) stay queued.
+    /// Concurrent claimers, on any replica, never get the same task.
+    /// Returned oldest first.
     async fn claim_queued(
         &self,
-        owner: &str,
+        lease: &Lease,
         max: u32,
-        lease_ms: i64,
         skip: &[String],
     ) -> Result<Vec<TaskRecord>>;
-    async fn renew_leases(&self, owner: &str, ids: &[TaskId], lease_ms: i64) -> Result<()>;
+    /// Extends the leases of these attempts still held by `lease.owner`,
+    /// even one that lapsed if no recovery took it yet.
+    async fn renew_leases(&self, lease: &Lease, attempts: &[Fence]) -> Result<()>;
     /// Hands a claimed attempt back to the queue without counting it, for
     /// when the executor could not start it (full, engine down).
-    async fn release_task(&self, id: TaskId, attempt: i64) -> Result<bool>;
+    async fn release_task(&self, fence: Fence) -> Result<bool>;
     /// Hands a claimed attempt back to the queue with the attempt counted,
     /// for when the executor lost it mid-run (its container or engine
     /// died): the caller checks that attempts remain.
-    async fn requeue_task(&self, id: TaskId, attempt: i64) -> Result<bool>;
+    async fn requeue_task(&self, fence: Fence) -> Result<bool>;
     /// Records the end of an attempt. Refused (false) unless the task is
-    /// still running that attempt: a cancel or a recovery won the race.
-    async fn finish_task(&self, id: TaskId, attempt: i64, finish: &Finish) -> Result<bool>;
+    /// still running that epoch: a cancel, a recovery or a newer claim won.
+    async fn finish_task(&self, fence: Fence, finish: &Finish) -> Result<bool>;
     async fn cancel_task(&self, tenant: &str, id: TaskId) -> Result<Option<Cancel>>;
-    /// Requeues running tasks whose lease expired, or whose owner is
-    /// `dead_owner`; tasks out of attempts, and sync tasks (their caller is
-    /// gone), fail with `lost`.
+    /// Requeues running tasks whose lease expired on the database's clock,
+    /// or whose owner is `dead_owner` (a replica restarting under its own
+    /// name); tasks out of attempts, and sync tasks (their caller is
+    /// gone), fail with `lost`. Their attempts end as `Expired` (lapsed)
+    /// or `Lost` (the owner said it died, lapsed or not). A task whose
+    /// finish is committing at that moment is left to it.
     async fn recover(&self, dead_owner: Option<&str>) -> Result<Recovered>;
     /// Deletes up to `max` finished tasks that ended before `before` (ms)
     /// and returns their ids so their payloads can be removed too.
     async fn expire_tasks(&self, before: i64, max: u32) -> Result<Vec<TaskId>>;
+
+    /// Tasks running now per tenant, across the set (async claims check
+    /// the tenants' concurrency quotas against it).
+    async fn running_counts(&self) -> Result<Vec<(String, i64)>>;
+
+    /// Takes or keeps the singleton `name` (the lease reaper, retention,
+    /// registry GC) for `holder` until `ttl_ms` from now on the database's
+    /// clock; true while `holder` has it. Another holder gets it only
+    /// after it expired, so a dead holder's job moves on by itself.
+    async fn hold_singleton(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool>;
+    /// Gives a singleton up at once (clean shutdown).
+    async fn release_singleton(&self, name: &str, holder: &str) -> Result<()>;
+
+    /// Tells the other replicas (not necessarily this one). A store of one
+    /// node has no one to tell and does nothing. Send it after the commit
+    /// it announces, never from inside a transaction (on PostgreSQL a
+    /// transaction that notifies serialises every commit behind it), and
+    /// coalesce: each call is one notification to every listener.
+    async fn notify(&self, event: &Event) -> Result<()>;
+    /// Events from every replica, this one included; `None` when the store
+    /// carries none (one node: nothing happens elsewhere).
+    async fn listen(&self) -> Result<Option<Events>>;
+    /// The database's clock, ms since the Unix epoch: what leases and
+    /// singletons expire by.
+    async fn now_ms(&self) -> Result<i64>;
 }

@@ -5,13 +5,13 @@
 
 use berth_core::{Cancel, ErrorCode, Outcome, TaskError, TaskKind, TaskStatus, Timing, Usage};
 
-use super::{TENANT, claim, finish, get, insert, insert_sync_call, task};
-use crate::{Finish, Store};
+use super::{TENANT, claim, fence, finish, get, insert, insert_sync_call, lease, task};
+use crate::{Fence, Finish, Store};
 
 pub async fn a_finish_records_outcome_usage_and_timing(s: &dyn Store) {
     let t = task("f", TaskKind::Async);
     insert(s, &t).await;
-    let claimed = s.claim_queued("n", 1, 60_000, &[]).await.unwrap();
+    let claimed = s.claim_queued(&lease("n", 60_000), 1, &[]).await.unwrap();
     let store_wait = claimed[0].timing.queued_ms;
     assert!(
         store_wait.is_some(),
@@ -35,7 +35,7 @@ pub async fn a_finish_records_outcome_usage_and_timing(s: &dyn Store) {
         output_bytes: Some(42),
         durable: true,
     };
-    assert!(s.finish_task(t.id, 1, &end).await.unwrap());
+    assert!(s.finish_task(fence(&claimed[0]), &end).await.unwrap());
 
     let got = get(s, &t).await;
     assert_eq!(got.status, TaskStatus::Failed);
@@ -63,7 +63,7 @@ pub async fn a_finish_records_outcome_usage_and_timing(s: &dyn Store) {
         durable: false,
         ..finish(Outcome::succeeded())
     };
-    assert!(s.finish_task(call.id, 1, &quick).await.unwrap());
+    assert!(s.finish_task(fence(&call), &quick).await.unwrap());
     let got = get(s, &call).await;
     assert_eq!(
         (got.status, got.exit_code, got.error),
@@ -77,10 +77,10 @@ pub async fn every_error_code_round_trips(s: &dyn Store) {
     for &code in ErrorCode::ALL {
         let t = task("f", TaskKind::Async);
         insert(s, &t).await;
-        claim(s, &t, "n", 60_000).await;
+        let claimed = claim(s, &t, "n", 60_000).await;
         let error = TaskError::new(code, format!("{code}: it happened"));
         assert!(
-            s.finish_task(t.id, 1, &finish(Outcome::failed(error.clone())))
+            s.finish_task(fence(&claimed), &finish(Outcome::failed(error.clone())))
                 .await
                 .unwrap()
         );
@@ -90,37 +90,38 @@ pub async fn every_error_code_round_trips(s: &dyn Store) {
     }
 }
 
-/// The attempt number fences writers: an executor that lost its attempt
+/// The claim's epoch fences writers: an executor that lost its claim
 /// (requeued, then claimed again) cannot write over the one running now.
 pub async fn a_stale_attempt_cannot_finish_a_task(s: &dyn Store) {
     let t = task("f", TaskKind::Async);
     insert(s, &t).await;
-    for attempt in [0, 1] {
+    for epoch in [0, 1] {
         assert!(
-            !s.finish_task(t.id, attempt, &finish(Outcome::succeeded()))
+            !s.finish_task(Fence { id: t.id, epoch }, &finish(Outcome::succeeded()))
                 .await
                 .unwrap(),
-            "a queued task has no attempt to finish"
+            "a queued task has no claim to finish"
         );
     }
-    claim(s, &t, "n", 60_000).await;
-    assert!(s.requeue_task(t.id, 1).await.unwrap());
-    assert_eq!(claim(s, &t, "n", 60_000).await, 2);
+    let first = claim(s, &t, "n", 60_000).await;
+    assert!(s.requeue_task(fence(&first)).await.unwrap());
+    let second = claim(s, &t, "n", 60_000).await;
+    assert_eq!(second.attempt, 2);
 
     let late = finish(Outcome::exited(1, "late"));
     assert!(
-        !s.finish_task(t.id, 1, &late).await.unwrap(),
-        "attempt 1 is stale once attempt 2 runs"
+        !s.finish_task(fence(&first), &late).await.unwrap(),
+        "the first claim is stale once the second runs"
     );
     assert_eq!(get(s, &t).await.status, TaskStatus::Running);
     assert!(
-        s.finish_task(t.id, 2, &finish(Outcome::succeeded()))
+        s.finish_task(fence(&second), &finish(Outcome::succeeded()))
             .await
             .unwrap()
     );
     assert!(
-        !s.finish_task(t.id, 2, &late).await.unwrap(),
-        "an attempt is finished once"
+        !s.finish_task(fence(&second), &late).await.unwrap(),
+        "a claim is finished once"
     );
     let got = get(s, &t).await;
     assert_eq!(
@@ -137,12 +138,12 @@ pub async fn a_task_no_longer_running_cannot_be_finished(s: &dyn Store) {
 
     let cancelled = task("f", TaskKind::Async);
     insert(s, &cancelled).await;
-    claim(s, &cancelled, "n", 60_000).await;
+    let claimed = claim(s, &cancelled, "n", 60_000).await;
     assert!(matches!(
         s.cancel_task(TENANT, cancelled.id).await.unwrap(),
         Some(Cancel::Running { .. })
     ));
-    assert!(!s.finish_task(cancelled.id, 1, &ok()).await.unwrap());
+    assert!(!s.finish_task(fence(&claimed), &ok()).await.unwrap());
     let got = get(s, &cancelled).await;
     assert_eq!(got.status, TaskStatus::Cancelled, "the cancel stands");
     assert_eq!(got.error.map(|e| e.code), Some(ErrorCode::Cancelled));
@@ -150,9 +151,9 @@ pub async fn a_task_no_longer_running_cannot_be_finished(s: &dyn Store) {
     let mut lost = task("f", TaskKind::Async);
     lost.max_attempts = 1;
     insert(s, &lost).await;
-    claim(s, &lost, "n", -1).await;
+    let claimed = claim(s, &lost, "n", -1).await;
     assert_eq!(s.recover(None).await.unwrap().failed, [lost.id]);
-    assert!(!s.finish_task(lost.id, 1, &ok()).await.unwrap());
+    assert!(!s.finish_task(fence(&claimed), &ok()).await.unwrap());
     let got = get(s, &lost).await;
     assert_eq!(got.status, TaskStatus::Failed, "the recovery stands");
     assert_eq!(got.error.map(|e| e.code), Some(ErrorCode::Lost));
@@ -161,13 +162,13 @@ pub async fn a_task_no_longer_running_cannot_be_finished(s: &dyn Store) {
     let released = task("f", TaskKind::Async);
     insert(s, &requeued).await;
     insert(s, &released).await;
-    claim(s, &requeued, "n", -1).await;
-    claim(s, &released, "n", 60_000).await;
-    assert!(s.release_task(released.id, 1).await.unwrap());
+    let requeued_claim = claim(s, &requeued, "n", -1).await;
+    let released_claim = claim(s, &released, "n", 60_000).await;
+    assert!(s.release_task(fence(&released_claim)).await.unwrap());
     assert_eq!(s.recover(None).await.unwrap().requeued, [requeued.id]);
-    for t in [&requeued, &released] {
+    for (t, c) in [(&requeued, &requeued_claim), (&released, &released_claim)] {
         assert!(
-            !s.finish_task(t.id, 1, &ok()).await.unwrap(),
+            !s.finish_task(fence(c), &ok()).await.unwrap(),
             "a task handed back to the queue is not finished"
         );
         let got = get(s, t).await;
@@ -177,7 +178,7 @@ pub async fn a_task_no_longer_running_cannot_be_finished(s: &dyn Store) {
     let call = insert_sync_call(s, "n").await;
     assert_eq!(s.recover(Some("n")).await.unwrap().failed, [call.id]);
     assert!(
-        !s.finish_task(call.id, 1, &ok()).await.unwrap(),
+        !s.finish_task(fence(&call), &ok()).await.unwrap(),
         "a sync call failed by recovery stays failed"
     );
 }
@@ -215,7 +216,7 @@ pub async fn cancel_and_tenancy(s: &dyn Store) {
     assert_eq!(got.error.map(|e| e.code), Some(ErrorCode::Cancelled));
     assert!(got.finished_at.is_some());
 
-    let claimed = s.claim_queued("n", 5, 60_000, &[]).await.unwrap();
+    let claimed = s.claim_queued(&lease("n", 60_000), 5, &[]).await.unwrap();
     assert_eq!(claimed.len(), 1, "a cancelled task is never claimed");
     assert_eq!(
         s.cancel_task(TENANT, b.id).await.unwrap(),
@@ -225,7 +226,7 @@ pub async fn cancel_and_tenancy(s: &dyn Store) {
         "the lease owner is named so it can be told to stop"
     );
     assert!(
-        !s.finish_task(b.id, 1, &finish(Outcome::succeeded()))
+        !s.finish_task(fence(&claimed[0]), &finish(Outcome::succeeded()))
             .await
             .unwrap()
     );
@@ -244,9 +245,9 @@ pub async fn cancel_and_tenancy(s: &dyn Store) {
 
     let done = task("f", TaskKind::Async);
     insert(s, &done).await;
-    claim(s, &done, "n", 60_000).await;
+    let claimed = claim(s, &done, "n", 60_000).await;
     assert!(
-        s.finish_task(done.id, 1, &finish(Outcome::succeeded()))
+        s.finish_task(fence(&claimed), &finish(Outcome::succeeded()))
             .await
             .unwrap()
     );

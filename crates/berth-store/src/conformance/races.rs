@@ -11,10 +11,12 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
-use berth_core::{Cancel, ErrorCode, Outcome, TaskId, TaskKind, TaskRecord, TaskStatus};
+use berth_core::{
+    AttemptEnd, Cancel, ErrorCode, Outcome, TaskId, TaskKind, TaskRecord, TaskStatus,
+};
 use tokio::task::JoinSet;
 
-use super::{TENANT, finish, get, insert, task};
+use super::{TENANT, fence, finish, get, insert, lease, task};
 use crate::Store;
 
 const TASKS: usize = 40;
@@ -36,12 +38,13 @@ where
     (a, b, tasks)
 }
 
-async fn claim_all(s: &dyn Store, owner: &str) {
+async fn claim_all(s: &dyn Store, owner: &str) -> Vec<TaskRecord> {
     let claimed = s
-        .claim_queued(owner, TASKS as u32, 60_000, &[])
+        .claim_queued(&lease(owner, 60_000), TASKS as u32, &[])
         .await
         .unwrap();
     assert_eq!(claimed.len(), TASKS);
+    claimed
 }
 
 pub async fn concurrent_claims_never_hand_out_a_task_twice<F, Fut>(open: F)
@@ -50,14 +53,19 @@ where
     Fut: Future<Output = Arc<dyn Store>>,
 {
     let (a, b, tasks) = two_nodes(&open).await;
+    // Four nodes, two claimers each, all at once.
+    let nodes = [Arc::clone(&a), Arc::clone(&b), open().await, open().await];
     let mut claimers = JoinSet::new();
     for i in 0..8 {
-        let s = Arc::clone(if i % 2 == 0 { &a } else { &b });
+        let s = Arc::clone(&nodes[i % nodes.len()]);
         claimers.spawn(async move {
             let owner = format!("node-{i}");
             let mut mine = Vec::new();
             loop {
-                let batch = s.claim_queued(&owner, 3, 60_000, &[]).await.unwrap();
+                let batch = s
+                    .claim_queued(&lease(&owner, 60_000), 3, &[])
+                    .await
+                    .unwrap();
                 if batch.is_empty() {
                     return mine;
                 }
@@ -82,12 +90,15 @@ where
     for t in &tasks {
         let stored = get(&*b, t).await;
         assert_eq!(
-            (stored.status, stored.attempt),
-            (TaskStatus::Running, 1),
+            (stored.status, stored.attempt, stored.epoch),
+            (TaskStatus::Running, 1, 1),
             "one claim, one attempt"
         );
-        // Only the claimer's lease lets it keep the task.
         let owner = &owners[&t.id];
+        let attempts = b.list_attempts(TENANT, t.id).await.unwrap();
+        let nodes: Vec<_> = attempts.iter().map(|a| a.node.as_str()).collect();
+        assert_eq!(nodes, [owner.as_str()], "one attempt row, the claimer's");
+        // Only the claimer's lease lets it keep the task.
         assert_eq!(
             b.cancel_task(TENANT, t.id).await.unwrap(),
             Some(Cancel::Running {
@@ -105,21 +116,28 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = Arc<dyn Store>>,
 {
-    let (a, b, tasks) = two_nodes(&open).await;
-    claim_all(&*a, "n").await;
+    let (a, b, _) = two_nodes(&open).await;
+    let claimed = claim_all(&*a, "n").await;
     let mut races = JoinSet::new();
-    for t in tasks {
+    for t in claimed {
         let (a, b) = (Arc::clone(&a), Arc::clone(&b));
         races.spawn(async move {
             let done = finish(Outcome::succeeded());
             let (finished, cancel) =
-                tokio::join!(a.finish_task(t.id, 1, &done), b.cancel_task(TENANT, t.id));
+                tokio::join!(a.finish_task(fence(&t), &done), b.cancel_task(TENANT, t.id));
             (t, finished.unwrap(), cancel.unwrap())
         });
     }
     while let Some(race) = races.join_next().await {
         let (t, finished, cancel) = race.expect("a racer panicked");
         let stored = get(&*a, &t).await;
+        let ended = a.list_attempts(TENANT, t.id).await.unwrap()[0].ended;
+        let expected = if finished {
+            AttemptEnd::Finished
+        } else {
+            AttemptEnd::Cancelled
+        };
+        assert_eq!(ended, Some(expected), "the winner closed the attempt");
         if finished {
             assert_eq!(
                 cancel,
@@ -149,18 +167,18 @@ where
     Fut: Future<Output = Arc<dyn Store>>,
 {
     let (a, b, tasks) = two_nodes(&open).await;
-    claim_all(&*a, "dead").await;
+    let claimed = claim_all(&*a, "dead").await;
     let mut finishes = JoinSet::new();
     let mut recovery = None;
-    for (i, t) in tasks.iter().enumerate() {
+    for (i, t) in claimed.iter().enumerate() {
         if i == TASKS / 2 {
             let b = Arc::clone(&b);
             recovery = Some(tokio::spawn(async move { b.recover(Some("dead")).await }));
         }
-        let (a, id) = (Arc::clone(&a), t.id);
+        let (a, fence) = (Arc::clone(&a), fence(t));
         finishes.spawn(async move {
             let done = finish(Outcome::succeeded());
-            (id, a.finish_task(id, 1, &done).await.unwrap())
+            (fence.id, a.finish_task(fence, &done).await.unwrap())
         });
     }
     let recovered = recovery
@@ -178,6 +196,19 @@ where
     let requeued: BTreeSet<_> = recovered.requeued.iter().copied().collect();
     for t in &tasks {
         let stored = get(&*b, t).await;
+        let ended: Vec<_> = b
+            .list_attempts(TENANT, t.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.ended)
+            .collect();
+        let expected = if finished[&t.id] {
+            AttemptEnd::Finished
+        } else {
+            AttemptEnd::Lost
+        };
+        assert_eq!(ended, [Some(expected)], "the winner closed the attempt");
         if finished[&t.id] {
             assert!(
                 !requeued.contains(&t.id),

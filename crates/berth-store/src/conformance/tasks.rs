@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use berth_core::{Outcome, TaskFilter, TaskKind, TaskStatus, now_ms};
 
-use super::{TENANT, claim, finish, get, ids, insert, insert_sync_call, task, task_of};
+use super::{TENANT, claim, fence, finish, get, ids, insert, insert_sync_call, task, task_of};
 use crate::{Idempotent, Store};
 
 /// Every field a caller sets survives the trip, for a queued async task and
@@ -89,9 +89,9 @@ pub async fn count_tasks_counts_one_tenant_in_one_status(s: &dyn Store) {
     }
     insert(s, &task_of("u", "f", TaskKind::Async)).await;
     claim(s, &tasks[0], "n", 60_000).await;
-    claim(s, &tasks[1], "n", 60_000).await;
+    let second = claim(s, &tasks[1], "n", 60_000).await;
     assert!(
-        s.finish_task(tasks[1].id, 1, &finish(Outcome::succeeded()))
+        s.finish_task(fence(&second), &finish(Outcome::succeeded()))
             .await
             .unwrap()
     );
@@ -138,9 +138,9 @@ pub async fn idempotency_keys_return_the_first_task(s: &dyn Store) {
     assert!(s.get_task(TENANT, again.id).await.unwrap().is_none());
 
     // Once the first task ran, a retry still finds it, with its result.
-    claim(s, &first, "n", 60_000).await;
+    let claimed = claim(s, &first, "n", 60_000).await;
     assert!(
-        s.finish_task(first.id, 1, &finish(Outcome::succeeded()))
+        s.finish_task(fence(&claimed), &finish(Outcome::succeeded()))
             .await
             .unwrap()
     );
@@ -177,9 +177,9 @@ pub async fn expiry_removes_only_old_finished_tasks(s: &dyn Store) {
         (&running, None),
     ] {
         insert(s, t).await;
-        claim(s, t, "n", 60_000).await;
+        let claimed = claim(s, t, "n", 60_000).await;
         if let Some(o) = outcome {
-            assert!(s.finish_task(t.id, 1, &finish(o)).await.unwrap());
+            assert!(s.finish_task(fence(&claimed), &finish(o)).await.unwrap());
         }
     }
     let cancelled = task("f", TaskKind::Async);

@@ -8,7 +8,11 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use berth_core::{ErrorCode, RequestMeta, TaskError, TaskKind};
+
 use super::*;
+
+mod registry;
 
 type Opening = Pin<Box<dyn Future<Output = Arc<dyn Store>> + Send>>;
 
@@ -57,7 +61,7 @@ async fn reopening_the_file_keeps_every_record() {
         );
         let config = serde_json::from_value(serde_json::json!({ "image": "a" })).unwrap();
         s.put_function("t", "f", &config, "sha256:1").await.unwrap();
-        s.insert_task(&queued, None).await.unwrap();
+        s.insert_task(&queued).await.unwrap();
         s.pool.close().await;
         s.relaxed.close().await;
     }
@@ -83,7 +87,7 @@ async fn each_in_memory_store_is_its_own_database() {
     let a = SqliteStore::in_memory().await.unwrap();
     let b = SqliteStore::in_memory().await.unwrap();
     let t = task(TaskKind::Async);
-    a.insert_task(&t, None).await.unwrap();
+    a.insert_task(&t).await.unwrap();
     assert!(b.get_task("t", t.id).await.unwrap().is_none());
     assert!(
         a.clone().get_task("t", t.id).await.unwrap().is_some(),
@@ -102,17 +106,23 @@ async fn the_relaxed_pool_and_the_durable_one_see_each_other() {
     let mut call = task(TaskKind::Sync);
     call.status = TaskStatus::Running;
     call.attempt = 1;
+    call.epoch = 1;
+    call.node = Some("n".into());
     let lease = Lease {
         owner: "n".into(),
-        expires_at: now_ms() + 60_000,
+        duration_ms: 60_000,
     };
-    s.insert_task(&call, Some(&lease)).await.unwrap();
+    assert!(s.insert_running(&call, &lease, 10).await.unwrap());
     assert_eq!(s.get_task("t", call.id).await.unwrap(), Some(call.clone()));
     let quick = Finish {
         durable: false,
         ..Finish::failed(TaskError::new(ErrorCode::Timeout, "slow"))
     };
-    assert!(s.finish_task(call.id, 1, &quick).await.unwrap());
+    let fence = Fence {
+        id: call.id,
+        epoch: 1,
+    };
+    assert!(s.finish_task(fence, &quick).await.unwrap());
     assert_eq!(
         s.get_task("t", call.id).await.unwrap().unwrap().status,
         TaskStatus::TimedOut
@@ -121,4 +131,69 @@ async fn the_relaxed_pool_and_the_durable_one_see_each_other() {
         s.cancel_task("t", call.id).await.unwrap(),
         Some(Cancel::AlreadyFinished(TaskStatus::TimedOut))
     );
+}
+
+/// A database written before the set (migrations 1 and 2, by the code of
+/// that time) opens: the moved migration files are recognised by version
+/// and checksum, the new one runs, and every record reads back with an
+/// epoch and a node. The fixture is that database's `.dump`.
+#[tokio::test]
+async fn a_database_from_before_the_set_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("berth.db");
+    {
+        let opts = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true);
+        let pool = SqlitePoolOptions::new().connect_with(opts).await.unwrap();
+        sqlx::raw_sql(include_str!("tests/before_the_set.sql"))
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
+    let s = SqliteStore::open(&path).await.unwrap();
+    let id = |n: u8| {
+        format!("01900000-0000-7000-8000-00000000000{n}")
+            .parse()
+            .unwrap()
+    };
+    let (queued, done, running) = (id(1), id(2), id(3));
+    let get = |id| {
+        let s = s.clone();
+        async move { s.get_task("t", id).await.unwrap().unwrap() }
+    };
+    let q = get(queued).await;
+    assert_eq!(
+        (q.status, q.attempt, q.epoch, q.node),
+        (TaskStatus::Queued, 0, 0, None)
+    );
+    let d = get(done).await;
+    assert_eq!(
+        (d.status, d.epoch),
+        (TaskStatus::Succeeded, 0),
+        "finished tasks keep epoch 0, where their payloads were moved"
+    );
+    let r = get(running).await;
+    assert_eq!(
+        (r.status, r.epoch, r.node.as_deref()),
+        (TaskStatus::Running, 1, Some("old-node")),
+        "the lease owner became the node"
+    );
+    assert_eq!(
+        s.tenant_for_key(&[1; 32]).await.unwrap().as_deref(),
+        Some("t")
+    );
+
+    // The old node restarts under its name: its task goes back to the
+    // queue (it had no attempt row to close), and runs on.
+    let recovered = s.recover(Some("old-node")).await.unwrap();
+    assert_eq!(recovered.requeued, [running]);
+    let lease = Lease {
+        owner: "new-node".into(),
+        duration_ms: 60_000,
+    };
+    let claimed = s.claim_queued(&lease, 10, &[]).await.unwrap();
+    let epochs: Vec<_> = claimed.iter().map(|t| (t.id, t.attempt, t.epoch)).collect();
+    assert_eq!(epochs, [(queued, 1, 1), (running, 2, 2)]);
 }
