@@ -78,10 +78,14 @@ impl TaskManager {
     }
 
     /// Forgets what this process remembers of a tenant's keys, after they
-    /// were rotated or revoked here; other replicas follow within
-    /// [`KEY_TTL`].
+    /// were rotated or revoked (here, or elsewhere as the store's events
+    /// tell); without events, other replicas follow within [`KEY_TTL`].
     pub(crate) fn forget_keys(&self, tenant: &str) {
         self.keys.lock().retain(|_, (t, _)| t != tenant);
+    }
+
+    pub(crate) fn keys_forget_all(&self) {
+        self.keys.lock().clear();
     }
 
     /// Makes `key` the one admin key: the previous one stops working.
@@ -92,7 +96,10 @@ impl TaskManager {
             .put_api_key(admin, &hash_key(key), "admin")
             .await?;
         self.store.ensure_tenant(admin).await?;
-        self.forget_keys(admin);
+        self.invalidate(berth_store::Invalidation::Keys {
+            tenant: admin.to_owned(),
+        })
+        .await;
         Ok(())
     }
 

@@ -46,9 +46,10 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use berth_blobs::Payloads;
 use berth_core::{ErrorCode, Limits, Quotas, TaskError, TaskId, TaskKind, TaskStatus};
 use berth_executor::{ExecError, Executor};
-use berth_store::{Payloads, Store, StoreError};
+use berth_store::{Fence, Store, StoreError};
 use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
@@ -114,6 +115,8 @@ pub enum SchedError {
     Run(TaskError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Blobs(#[from] berth_blobs::BlobError),
     #[error("no executor is configured")]
     NoExecutor,
 }
@@ -197,8 +200,9 @@ impl Default for Config {
 
 struct Running {
     cancel: CancellationToken,
+    tenant: String,
     kind: TaskKind,
-    attempt: i64,
+    epoch: i64,
 }
 
 pub struct TaskManager {
@@ -210,6 +214,10 @@ pub struct TaskManager {
     /// shutdown can reach them.
     running: Mutex<HashMap<TaskId, Running>>,
     wake: Notify,
+    /// Set when work was queued here and the other replicas were not told
+    /// yet (see `lifecycle::announce_loop`).
+    queued_since_announce: AtomicBool,
+    announce: Notify,
     /// Whether every executor has had its orphans removed since start; an
     /// engine that was down at start is reaped once it answers.
     reaped: AtomicBool,
@@ -236,6 +244,8 @@ impl TaskManager {
             cfg,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),
+            queued_since_announce: AtomicBool::new(false),
+            announce: Notify::new(),
             reaped: AtomicBool::new(false),
             finished: broadcast::channel(1024).0,
             admission: std::sync::OnceLock::new(),
@@ -259,9 +269,39 @@ impl TaskManager {
         self.cfg.quotas
     }
 
-    /// Tasks of the tenant running in this process.
+    /// Tasks of the tenant running in this process (the quota counts the
+    /// whole set's, in the store).
     pub fn running_tasks(&self, tenant: &str) -> u32 {
-        self.quotas.running(tenant)
+        let n = self
+            .lock_running()
+            .values()
+            .filter(|r| r.tenant == tenant)
+            .count();
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
+
+    /// The attempts running in this process, as the fence names them.
+    fn running_fences(&self, kind: Option<TaskKind>) -> Vec<(Fence, CancellationToken)> {
+        self.lock_running()
+            .iter()
+            .filter(|(_, r)| kind.is_none_or(|k| r.kind == k))
+            .map(|(id, r)| {
+                (
+                    Fence {
+                        id: *id,
+                        epoch: r.epoch,
+                    },
+                    r.cancel.clone(),
+                )
+            })
+            .collect()
+    }
+
+    fn lease(&self) -> berth_store::Lease {
+        berth_store::Lease {
+            owner: self.cfg.node_id.clone(),
+            duration_ms: lease_ms(self.cfg.lease),
+        }
     }
 
     fn concurrency_refusal(&self, tenant: &str, q: &Quotas) -> SchedError {
@@ -271,12 +311,13 @@ impl TaskManager {
         ))
     }
 
-    fn track(&self, id: TaskId, kind: TaskKind, attempt: i64) -> CancellationToken {
+    fn track(&self, id: TaskId, tenant: &str, kind: TaskKind, epoch: i64) -> CancellationToken {
         let token = CancellationToken::new();
         let entry = Running {
             cancel: token.clone(),
+            tenant: tenant.to_owned(),
             kind,
-            attempt,
+            epoch,
         };
         self.lock_running().insert(id, entry);
         token

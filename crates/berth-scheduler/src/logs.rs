@@ -6,8 +6,8 @@
 //! is drained to its end whatever the cap, so a function is never slowed
 //! or stalled by its own logging.
 
+use berth_blobs::{PayloadWriter, Payloads};
 use berth_core::{PayloadKind, TaskId};
-use berth_store::{PayloadWriter, Payloads};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::warn;
@@ -16,15 +16,17 @@ use crate::TaskManager;
 
 impl TaskManager {
     /// Drains stderr into the task's log file, capped (see [`collect`]).
+    /// Drains stderr into the logs of this attempt (its epoch), capped.
     pub(crate) async fn collect_logs(
         &self,
         id: TaskId,
+        epoch: i64,
         stderr: mpsc::Receiver<Bytes>,
-    ) -> Option<berth_store::PayloadWriter> {
-        collect(&self.payloads, id, stderr, self.cfg.max_log_bytes).await
+    ) -> Option<PayloadWriter> {
+        collect(&self.payloads, id, epoch, stderr, self.cfg.max_log_bytes).await
     }
 
-    pub(crate) async fn commit_logs(&self, id: TaskId, logs: Option<berth_store::PayloadWriter>) {
+    pub(crate) async fn commit_logs(&self, id: TaskId, logs: Option<PayloadWriter>) {
         if let Some(w) = logs
             && let Err(e) = w.commit().await
         {
@@ -39,6 +41,7 @@ impl TaskManager {
 pub(crate) async fn collect(
     payloads: &Payloads,
     id: TaskId,
+    epoch: i64,
     mut stderr: mpsc::Receiver<Bytes>,
     cap: u64,
 ) -> Option<PayloadWriter> {
@@ -58,7 +61,7 @@ pub(crate) async fn collect(
             continue;
         }
         if writer.is_none() {
-            match payloads.create(id, PayloadKind::Logs).await {
+            match payloads.create(id, PayloadKind::Logs, epoch) {
                 Ok(w) => writer = Some(w),
                 Err(e) => {
                     warn!(task = %id, error = %e, "cannot store logs");
@@ -102,12 +105,13 @@ pub(crate) fn truncation_line(cap: u64, dropped: u64, ends_a_line: bool) -> Stri
 
 #[cfg(test)]
 mod tests {
+    use futures::TryStreamExt;
+
     use super::*;
-    use tokio::io::AsyncReadExt;
 
     async fn run(chunks: &[&[u8]], cap: u64) -> Option<String> {
         let dir = tempfile::tempdir().unwrap();
-        let payloads = Payloads::new(dir.path());
+        let payloads = Payloads::new(berth_blobs::Blobs::local(dir.path()).unwrap());
         let id = TaskId::new();
         let (tx, rx) = mpsc::channel(4);
         let owned: Vec<Bytes> = chunks.iter().map(|c| Bytes::copy_from_slice(c)).collect();
@@ -116,18 +120,17 @@ mod tests {
                 tx.send(c).await.unwrap();
             }
         });
-        let writer = collect(&payloads, id, rx, cap).await;
+        let writer = collect(&payloads, id, 1, rx, cap).await;
         feed.await.unwrap();
         writer?.commit().await.unwrap();
-        let mut text = String::new();
-        payloads
-            .open(id, PayloadKind::Logs)
-            .await
-            .unwrap()?
-            .read_to_string(&mut text)
+        let blob = payloads.open(id, PayloadKind::Logs, 1).await.unwrap()?;
+        let bytes: Vec<u8> = blob
+            .stream
+            .map_ok(|b| b.to_vec())
+            .try_concat()
             .await
             .unwrap();
-        Some(text)
+        Some(String::from_utf8(bytes).unwrap())
     }
 
     #[tokio::test]

@@ -1,10 +1,11 @@
-//! Per-tenant quotas: what each tenant may have running and queued, read
-//! from the store through a short-lived cache, and the count of tasks each
-//! tenant has running in this process.
+//! Per-tenant quotas, read from the store through a short-lived cache.
 //!
-//! The running count is this replica's: in a cluster each replica enforces
-//! the limit on its own share, so a tenant could run up to the limit on
-//! each. The queue count is the store's and holds cluster-wide.
+//! What each tenant has running and queued is counted in the store, so
+//! the limits hold across every replica of a set: a sync call is
+//! recorded only if the tenant is under its running limit
+//! (`Store::insert_running`, atomic per tenant), and async claims leave
+//! the tenants at their limit queued and hand back, uncounted, what a
+//! claim racing another took past it (`dispatch.rs`, `TaskManager::claim`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,34 +16,16 @@ use berth_store::Store;
 
 use crate::SchedError;
 
-/// How long a tenant's quotas are trusted before the store is asked again;
-/// an admin's change reaches other replicas within this.
+/// How long a tenant's quotas are trusted before the store is asked again.
+/// An admin's change through any replica reaches the others at once
+/// through the store's events; this bounds how stale they can be when an
+/// event is lost (one node needs none).
 const QUOTA_TTL: Duration = Duration::from_secs(2);
 const CACHE_MAX: usize = 10_000;
 
 pub(crate) struct QuotaBook {
     defaults: Quotas,
     cache: Mutex<HashMap<String, (Quotas, Instant)>>,
-    active: Mutex<HashMap<String, u32>>,
-}
-
-/// A running task's place in its tenant's concurrency quota, given back
-/// when dropped, whichever way the task ends.
-pub(crate) struct ActiveSlot {
-    book: Arc<QuotaBook>,
-    tenant: String,
-}
-
-impl Drop for ActiveSlot {
-    fn drop(&mut self) {
-        let mut active = self.book.lock_active();
-        if let Some(n) = active.get_mut(&self.tenant) {
-            *n = n.saturating_sub(1);
-            if *n == 0 {
-                active.remove(&self.tenant);
-            }
-        }
-    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,12 +39,7 @@ impl QuotaBook {
         Arc::new(Self {
             defaults,
             cache: Mutex::new(HashMap::new()),
-            active: Mutex::new(HashMap::new()),
         })
-    }
-
-    fn lock_active(&self) -> MutexGuard<'_, HashMap<String, u32>> {
-        lock(&self.active)
     }
 
     /// The tenant's quotas: the defaults with its own settings applied. A
@@ -85,72 +63,13 @@ impl QuotaBook {
         Ok(q)
     }
 
-    /// Drops what this process remembers of a tenant's quotas, after the
-    /// admin changed them here.
+    /// Drops what this process remembers of a tenant's quotas.
     pub(crate) fn forget(&self, tenant: &str) {
         lock(&self.cache).remove(tenant);
     }
 
-    /// Takes one of the tenant's running slots if it has one free.
-    pub(crate) fn try_start(self: &Arc<Self>, tenant: &str, limit: u32) -> Option<ActiveSlot> {
-        let mut active = self.lock_active();
-        let n = active.entry(tenant.to_owned()).or_insert(0);
-        if *n >= limit {
-            return None;
-        }
-        *n += 1;
-        Some(ActiveSlot {
-            book: Arc::clone(self),
-            tenant: tenant.to_owned(),
-        })
-    }
-
-    /// Tenants whose running tasks fill their quota, as last known: their
-    /// queued tasks are left for later.
-    pub(crate) fn saturated(&self) -> Vec<String> {
-        let cache = lock(&self.cache);
-        self.lock_active()
-            .iter()
-            .filter(|(tenant, n)| {
-                let limit = cache
-                    .get(*tenant)
-                    .map_or(self.defaults.max_concurrent_tasks, |(q, _)| {
-                        q.max_concurrent_tasks
-                    });
-                **n >= limit
-            })
-            .map(|(tenant, _)| tenant.clone())
-            .collect()
-    }
-
-    pub(crate) fn running(&self, tenant: &str) -> u32 {
-        self.lock_active().get(tenant).copied().unwrap_or(0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn slots_are_counted_per_tenant_and_given_back_on_drop() {
-        let book = QuotaBook::new(Quotas {
-            max_concurrent_tasks: 2,
-            ..Default::default()
-        });
-        let a1 = book.try_start("a", 2).expect("first");
-        let a2 = book.try_start("a", 2).expect("second");
-        assert!(book.try_start("a", 2).is_none(), "third is over the quota");
-        assert!(
-            book.try_start("b", 2).is_some(),
-            "another tenant is unaffected"
-        );
-        assert_eq!(book.saturated(), ["a"]);
-        drop(a1);
-        assert!(book.saturated().is_empty());
-        assert_eq!(book.running("a"), 1);
-        drop(a2);
-        assert_eq!(book.running("a"), 0);
-        assert!(book.lock_active().is_empty(), "no entry lingers");
+    /// Drops everything remembered (events may have been missed).
+    pub(crate) fn forget_all(&self) {
+        lock(&self.cache).clear();
     }
 }

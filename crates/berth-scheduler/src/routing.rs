@@ -52,9 +52,13 @@ impl Routing {
         );
     }
 
-    /// After a deploy or a delete through this process.
+    /// After a deploy or a delete, here or on another replica.
     pub(crate) fn forget(&self, tenant: &str, name: &str) {
         self.lock().remove(&(tenant.to_owned(), name.to_owned()));
+    }
+
+    pub(crate) fn forget_all(&self) {
+        self.lock().clear();
     }
 }
 

@@ -3,7 +3,7 @@
 
 use berth_core::{PayloadKind, RequestMeta, TaskKind, TaskRecord, TaskStatus};
 use berth_executor::InputStream;
-use berth_store::{Idempotent, StoreError};
+use berth_store::Idempotent;
 use futures::StreamExt;
 
 use crate::{SchedError, TaskManager};
@@ -63,11 +63,7 @@ impl TaskManager {
             digest.update((part.len() as u64).to_le_bytes());
             digest.update(part.as_bytes());
         }
-        let mut writer = self
-            .payloads
-            .create(task.id, PayloadKind::Input)
-            .await
-            .map_err(StoreError::Io)?;
+        let mut writer = self.payloads.create(task.id, PayloadKind::Input, 0)?;
         // A client that stops sending mid-upload must not hold a file and a
         // connection open forever.
         loop {
@@ -87,13 +83,13 @@ impl TaskManager {
                 return Err(SchedError::InputTooLarge(limit));
             }
             digest.update(&chunk);
-            writer.write(&chunk).await.map_err(StoreError::Io)?;
+            writer.write(&chunk).await?;
         }
-        let size = writer.commit().await.map_err(StoreError::Io)?;
+        let size = writer.commit().await?;
         task.input_bytes = i64::try_from(size).ok();
         task.request.content_length = Some(size);
         let inserted = match idempotency_key {
-            None => self.store.insert_task(&task, None).await.map(|()| None),
+            None => self.store.insert_task(&task).await.map(|()| None),
             Some(key) => {
                 let digest = hex::encode(digest.finalize());
                 self.store
@@ -125,6 +121,7 @@ impl TaskManager {
             }
         }
         self.wake.notify_one();
+        self.announce_queued();
         Ok(Submitted {
             task,
             replayed: false,

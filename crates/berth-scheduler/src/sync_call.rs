@@ -6,17 +6,17 @@ use std::sync::{Arc, OnceLock};
 
 use berth_core::{
     ErrorCode, Outcome, RequestMeta, TaskError, TaskId, TaskKind, TaskRecord, TaskStatus, Timing,
-    Usage, now_ms,
+    Usage,
 };
 use berth_executor::{InputStream, Invocation, ResponseHead};
-use berth_store::{Finish, Lease};
+use berth_store::{Fence, Finish};
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::outcome::{finish_from, overrule};
-use crate::{SchedError, TaskManager, lease_ms};
+use crate::{SchedError, TaskManager};
 
 /// The end of a sync call, sent once the task record is final.
 #[derive(Debug, Clone)]
@@ -71,38 +71,48 @@ impl TaskManager {
         if request.content_length.is_some_and(|n| n > q.max_body_bytes) {
             return Err(SchedError::InputTooLarge(q.max_body_bytes));
         }
-        let slot = self
-            .quotas
-            .try_start(tenant, q.max_concurrent_tasks)
-            .ok_or_else(|| self.concurrency_refusal(tenant, &q))?;
         let overflow = Arc::new(OnceLock::new());
         let body = limit_input(body, q.max_body_bytes, Arc::clone(&overflow));
         let mut task = TaskRecord::new(&v.tenant, &v.function, v.version, TaskKind::Sync, request);
         task.status = TaskStatus::Running;
         task.attempt = 1;
+        task.epoch = 1;
+        task.node = Some(self.cfg.node_id.clone());
         task.started_at = Some(task.created_at);
         task.timing.queued_ms = Some(0);
         task.input_bytes = task
             .request
             .content_length
             .and_then(|n| i64::try_from(n).ok());
-        let lease = Lease {
-            owner: self.cfg.node_id.clone(),
-            expires_at: now_ms() + lease_ms(self.cfg.lease),
+        let fence = Fence {
+            id: task.id,
+            epoch: 1,
         };
         // Tracked before the row exists, so a cancel can never find the
         // task running without a way to reach it.
-        let cancel = self.track(task.id, TaskKind::Sync, 1);
-        if let Err(e) = self.store.insert_task(&task, Some(&lease)).await {
-            self.untrack(task.id);
-            return Err(e.into());
+        let cancel = self.track(task.id, tenant, TaskKind::Sync, 1);
+        // The running quota is counted in the store, across every replica.
+        match self
+            .store
+            .insert_running(&task, &self.lease(), q.max_concurrent_tasks)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                self.untrack(task.id);
+                return Err(self.concurrency_refusal(tenant, &q));
+            }
+            Err(e) => {
+                self.untrack(task.id);
+                return Err(e.into());
+            }
         }
         let inv = match self.place(self.spec(&v, &task, cancel), body).await {
             Ok(inv) => inv,
             Err(e) => {
                 self.untrack(task.id);
                 let finish = Finish::failed(e.task_error());
-                if let Err(se) = self.store.finish_task(task.id, 1, &finish).await {
+                if let Err(se) = self.store.finish_task(fence, &finish).await {
                     warn!(task = %task.id, error = %se, "could not record failed start");
                 }
                 return Err(e);
@@ -118,8 +128,7 @@ impl TaskManager {
         } = inv;
         let id = task.id;
         tokio::spawn(async move {
-            let _slot = slot;
-            let logs = this.collect_logs(id, stderr);
+            let logs = this.collect_logs(id, 1, stderr);
             let (reported, logs) = tokio::join!(done, logs);
             let mut stderr_tail = match &reported {
                 Ok(Ok(o)) => o.stderr_tail.trim_end().to_owned(),
@@ -141,7 +150,7 @@ impl TaskManager {
                 stderr_tail.clear();
             }
             this.commit_logs(id, logs).await;
-            if let Err(e) = this.store.finish_task(id, 1, &finish).await {
+            if let Err(e) = this.store.finish_task(fence, &finish).await {
                 warn!(task = %id, error = %e, "could not record sync result");
             }
             this.untrack(id);

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
-use berth_core::{Cancel, PayloadKind, TaskFilter, TaskId, TaskKind, TaskPage, TaskRecord};
+use berth_core::{
+    AttemptRecord, Cancel, PayloadKind, TaskFilter, TaskId, TaskKind, TaskPage, TaskRecord,
+};
 use berth_executor::InputStream;
+use berth_store::Event;
 use tokio::sync::broadcast;
-use tokio_util::io::ReaderStream;
+use tracing::warn;
 
 use crate::{SchedError, TaskManager};
 
@@ -38,12 +41,10 @@ impl TaskManager {
         if !task.status.is_terminal() {
             return Err(SchedError::TaskNotFinished(task.status));
         }
-        let file = self
-            .payloads
-            .open(task.id, kind)
-            .await
-            .map_err(berth_store::StoreError::Io)?;
-        let Some(file) = file else {
+        // An attempt's output and logs are named by its epoch: those of an
+        // attempt that was replaced are never read.
+        let blob = self.payloads.open(task.id, kind, task.epoch).await?;
+        let Some(blob) = blob else {
             if kind == PayloadKind::Logs {
                 return Ok(Payload {
                     len: Some(0),
@@ -57,11 +58,27 @@ impl TaskManager {
                 _ => "this task has none",
             }));
         };
-        let len = file.metadata().await.map(|m| m.len()).ok();
         Ok(Payload {
-            len,
-            body: Box::pin(ReaderStream::new(file)),
+            len: Some(blob.len),
+            body: blob.stream,
         })
+    }
+
+    /// Kills the attempt of a task if it runs in this process.
+    pub(crate) fn kill_local(&self, id: TaskId) {
+        if let Some(running) = self.lock_running().get(&id) {
+            running.cancel.cancel();
+        }
+    }
+
+    /// Every claim of a task, oldest first: which replica ran it, and how
+    /// each ended.
+    pub async fn attempts(
+        &self,
+        tenant: &str,
+        id: TaskId,
+    ) -> Result<Vec<AttemptRecord>, SchedError> {
+        Ok(self.store.list_attempts(tenant, id).await?)
     }
 
     /// Waits up to `max` for a task to finish and returns it if it did.
@@ -112,8 +129,11 @@ impl TaskManager {
         if let Cancel::AlreadyFinished(status) = result {
             return Err(SchedError::TaskFinished(status));
         }
-        if let Some(running) = self.lock_running().get(&id) {
-            running.cancel.cancel();
+        self.kill_local(id);
+        // The attempt may run on another replica of the set.
+        if let Err(e) = self.store.notify(&Event::Cancelled(id)).await {
+            warn!(task = %id, error = %e, "could not tell other replicas of a cancel; \
+                its attempt there runs on until it ends, and its result is refused");
         }
         Ok(result)
     }

@@ -5,6 +5,8 @@
 
 use berth_core::{ADMIN_TENANT, QuotaOverrides, TenantRecord, validate_tenant_name};
 
+use berth_store::Invalidation;
+
 use crate::keys::{generate_key, hash_key};
 use crate::{SchedError, TaskManager};
 
@@ -111,7 +113,10 @@ impl TaskManager {
         if !self.store.set_tenant_quotas(name, quotas).await? {
             return Err(SchedError::TenantNotFound);
         }
-        self.quotas.forget(name);
+        self.invalidate(Invalidation::Quotas {
+            tenant: name.to_owned(),
+        })
+        .await;
         self.tenant(caller, name).await
     }
 
@@ -128,7 +133,10 @@ impl TaskManager {
         {
             return Err(SchedError::TenantNotFound);
         }
-        self.forget_keys(name);
+        self.invalidate(Invalidation::Keys {
+            tenant: name.to_owned(),
+        })
+        .await;
         Ok(key)
     }
 
@@ -140,7 +148,10 @@ impl TaskManager {
         if !self.store.replace_api_keys(name, None, "primary").await? {
             return Err(SchedError::TenantNotFound);
         }
-        self.forget_keys(name);
+        self.invalidate(Invalidation::Keys {
+            tenant: name.to_owned(),
+        })
+        .await;
         self.tenant(caller, name).await
     }
 

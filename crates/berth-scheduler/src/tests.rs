@@ -1,5 +1,6 @@
 //! Behaviour tests of the TaskManager, through its public methods only,
-//! over a real in-memory SQLite store and real payload files, with the
+//! over a real SQLite store (PostgreSQL too for `set`) and real payload
+//! blobs on the local filesystem, with the
 //! executor crate's scripted fake behind its fault-injecting wrapper
 //! (`crate::testing::Manager`; see `berth_executor::testing` for what each
 //! `command` does and what each `Fault` does). No engine, no HTTP.
@@ -15,12 +16,15 @@
 //! - `quotas`: concurrency and queue quotas, idempotency keys;
 //! - `lifecycle`: drain and start-up recovery;
 //! - `versions`: routing to versions, redeploys, deletes, image checks;
-//! - `tenants`: who may manage tenants, and API keys.
+//! - `tenants`: who may manage tenants, and API keys;
+//! - `set`: two replicas over one store (quotas, fencing, singletons,
+//!   invalidation, drain), on SQLite and PostgreSQL.
 
 mod dispatch;
 mod gated;
 mod lifecycle;
 mod quotas;
+mod set;
 mod sync_calls;
 mod tenants;
 mod versions;

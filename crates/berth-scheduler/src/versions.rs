@@ -112,7 +112,11 @@ impl TaskManager {
             .store
             .put_function(tenant, name, &config, &image_id)
             .await?;
-        self.routing.forget(tenant, name);
+        self.invalidate(berth_store::Invalidation::Function {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+        })
+        .await;
         self.prepare(&version).await;
         Ok(Deployed { version, created })
     }
@@ -173,7 +177,11 @@ impl TaskManager {
         if !self.store.delete_function(tenant, name).await? {
             return Err(SchedError::FunctionNotFound(name.to_owned()));
         }
-        self.routing.forget(tenant, name);
+        self.invalidate(berth_store::Invalidation::Function {
+            tenant: tenant.to_owned(),
+            name: name.to_owned(),
+        })
+        .await;
         for e in &self.executors {
             e.retire(tenant, name, None);
         }

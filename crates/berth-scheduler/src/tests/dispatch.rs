@@ -3,8 +3,12 @@
 //! the executor refused goes back to the queue uncounted; a start that
 //! failed for good fails the task.
 
-use berth_core::{Cancel, ErrorCode, TaskKind};
+use std::sync::Arc;
 
+use berth_core::{AttemptEnd, Cancel, ErrorCode, TaskKind};
+use berth_store::{SqliteStore, Store};
+
+use super::gated::GatedStore;
 use super::*;
 use crate::testing::{ExecError, Exit, Fault};
 
@@ -386,4 +390,41 @@ async fn an_unfinished_task_has_no_payload_yet() {
         .await
         .expect("readable");
     assert_eq!(waited, None, "nothing runs it");
+}
+
+/// A claim is checked against the tenants' running quotas once made; when
+/// that check cannot be made (the store failed to count), what was
+/// claimed goes back to the queue uncounted, rather than sit claimed and
+/// unrun until its lease lapses and costs it an attempt.
+#[tokio::test]
+async fn a_claim_that_cannot_be_checked_is_handed_back_uncounted() {
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.expect("store"));
+    let gated = Arc::new(GatedStore::new(sqlite));
+    let m = Manager::over(cfg(), Arc::clone(&gated) as Arc<dyn Store>);
+    m.add_key(ALPHA, ALPHA_KEY).await;
+    deploy(&m, ALPHA, "f", &["echo-upper"]).await;
+    let t = submit(&m, ALPHA, "f", "hello").await;
+    gated.fail_the_check_after_the_next_claim();
+    m.start_background();
+
+    let done = finished(&m, ALPHA, t.id).await;
+    assert_ended(&done, TaskStatus::Succeeded, None, Some(0));
+    assert_eq!(done.attempt, 1, "the handed-back claim did not count");
+    let ends: Vec<_> = m
+        .tasks
+        .attempts(ALPHA, t.id)
+        .await
+        .expect("attempts")
+        .iter()
+        .map(|a| (a.attempt, a.ended))
+        .collect();
+    assert_eq!(
+        ends,
+        [
+            (1, Some(AttemptEnd::Released)),
+            (1, Some(AttemptEnd::Finished))
+        ]
+    );
+    settled(&m, ALPHA).await;
+    assert_eq!(m.fake().started().len(), 1);
 }

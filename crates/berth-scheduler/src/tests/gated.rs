@@ -1,25 +1,103 @@
-//! A store that can hold back the results attempts write, so a test can
-//! put another writer (another replica's claim) between an attempt's end
-//! and its record, deterministically. Everything else goes straight to
-//! the store it wraps.
+//! A store wrapper that lets a test stand between one replica and the
+//! store it shares with the others, deterministically:
+//!
+//! - a gate that holds back what a replica writes about its own claims
+//!   and singletons (`finish_task`, `requeue_task`, `renew_leases`,
+//!   `hold_singleton`): closed, the replica is cut off from the set as
+//!   one behind a partition or frozen in a long pause is, and another
+//!   writer (another replica's recovery or claim) can act first;
+//! - a record of what the replica asked and was answered (singletons
+//!   held, recoveries, retention passes, claims, fenced finishes, events
+//!   handled), so a test can say which replica did what;
+//! - optionally, an [`EventBus`] shared by the replicas' wrappers, which
+//!   carries events between them over a store that has none (SQLite).
+//!
+//! Everything else goes straight to the store it wraps.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use berth_core::{
-    Cancel, FunctionConfig, FunctionSummary, FunctionVersion, QuotaOverrides, TaskFilter, TaskId,
-    TaskPage, TaskRecord, TaskStatus, TenantRecord,
+    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, QuotaOverrides,
+    TaskFilter, TaskId, TaskPage, TaskRecord, TaskStatus, TenantRecord,
 };
-use berth_store::{Finish, Idempotent, Lease, Recovered, Result, Store};
-use tokio::sync::{OwnedRwLockWriteGuard, RwLock};
+use berth_store::{
+    Event, Events, Fence, Finish, Idempotent, Lease, Recovered, Result, Store, StoreError,
+};
+use futures::{Stream, StreamExt};
+use tokio::sync::{OwnedRwLockWriteGuard, RwLock, broadcast};
+
+/// Events between the wrappers of one set, for a store that carries none:
+/// every listener hears every event sent after it began to listen, its
+/// own included, as PostgreSQL's `LISTEN/NOTIFY` delivers them.
+#[derive(Clone)]
+pub(super) struct EventBus(broadcast::Sender<Event>);
+
+impl EventBus {
+    pub(super) fn new() -> Self {
+        Self(broadcast::channel(1024).0)
+    }
+
+    fn listen(&self) -> Events {
+        let rx = self.0.subscribe();
+        // A listener that fell behind lost events: its stream ends, so it
+        // treats the gap as "everything may have changed".
+        futures::stream::unfold(rx, |mut rx| async move {
+            let event = rx.recv().await.ok()?;
+            Some((event, rx))
+        })
+        .boxed()
+    }
+}
+
+/// What a replica asked of the store and was answered.
+#[derive(Debug, Default, Clone)]
+pub(super) struct Record {
+    /// `hold_singleton` answers: the singleton's name and whether held.
+    pub holds: Vec<(String, bool)>,
+    /// `recover` calls (the reaper's passes, a restart's recovery).
+    pub recoveries: usize,
+    /// `expire_tasks` calls (retention passes).
+    pub expiries: usize,
+    /// `claim_queued` calls that returned.
+    pub claims: usize,
+    /// `finish_task` answers, by fence.
+    pub finishes: Vec<(Fence, bool)>,
+    /// Streams `listen` handed out.
+    pub listening: usize,
+    /// Events the replica's listener took and acted on: counted when it
+    /// asks for the next one, which it does only once done with this one.
+    pub handled: Vec<Event>,
+}
+
+impl Record {
+    /// Whether the replica held the singleton at its last try, and how
+    /// many tries it made.
+    pub fn held(&self, name: &str) -> (bool, usize) {
+        let tries: Vec<bool> = self
+            .holds
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, held)| *held)
+            .collect();
+        (tries.last().copied().unwrap_or(false), tries.len())
+    }
+}
 
 pub(super) struct GatedStore {
     inner: Arc<dyn Store>,
-    /// Writes of results wait while someone holds this for writing.
+    /// The replica's own writes wait while someone holds this for writing.
     gate: Arc<RwLock<()>>,
+    record: Arc<Mutex<Record>>,
+    bus: Option<EventBus>,
+    /// 0: counts answer; 1: the next claim that takes something arms 2;
+    /// 2: the next `running_counts` fails (and disarms).
+    count_failure: AtomicU8,
 }
 
-/// While alive, attempts' results (`finish_task`, `requeue_task`) wait.
+/// While alive, the replica's writes about its claims and singletons wait.
 pub(super) struct Closed {
     _guard: OwnedRwLockWriteGuard<()>,
 }
@@ -29,6 +107,17 @@ impl GatedStore {
         Self {
             inner,
             gate: Arc::new(RwLock::new(())),
+            record: Arc::default(),
+            bus: None,
+            count_failure: AtomicU8::new(0),
+        }
+    }
+
+    /// With events carried by `bus` instead of the wrapped store.
+    pub(super) fn with_bus(inner: Arc<dyn Store>, bus: EventBus) -> Self {
+        Self {
+            bus: Some(bus),
+            ..Self::new(inner)
         }
     }
 
@@ -36,6 +125,49 @@ impl GatedStore {
         Closed {
             _guard: Arc::clone(&self.gate).write_owned().await,
         }
+    }
+
+    /// Makes the store fail to count running tasks once, right after the
+    /// next claim that takes something: the claim's check against the
+    /// quotas cannot be made.
+    pub(super) fn fail_the_check_after_the_next_claim(&self) {
+        self.count_failure.store(1, Ordering::SeqCst);
+    }
+
+    /// What the replica did so far.
+    pub(super) fn record(&self) -> Record {
+        lock(&self.record).clone()
+    }
+
+    fn note(&self, f: impl FnOnce(&mut Record)) {
+        f(&mut lock(&self.record));
+    }
+}
+
+fn lock(m: &Mutex<Record>) -> MutexGuard<'_, Record> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A listener's stream that notes each event once the listener is done
+/// with it (when it asks for the next).
+struct Handled {
+    inner: Events,
+    last: Option<Event>,
+    record: Arc<Mutex<Record>>,
+}
+
+impl Stream for Handled {
+    type Item = Event;
+
+    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        if let Some(done) = self.last.take() {
+            lock(&self.record).handled.push(done);
+        }
+        let next = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(Some(event)) = &next {
+            self.last = Some(event.clone());
+        }
+        next
     }
 }
 
@@ -115,8 +247,16 @@ impl Store for GatedStore {
     async fn delete_function(&self, tenant: &str, name: &str) -> Result<bool> {
         self.inner.delete_function(tenant, name).await
     }
-    async fn insert_task(&self, task: &TaskRecord, lease: Option<&Lease>) -> Result<()> {
-        self.inner.insert_task(task, lease).await
+    async fn insert_task(&self, task: &TaskRecord) -> Result<()> {
+        self.inner.insert_task(task).await
+    }
+    async fn insert_running(
+        &self,
+        task: &TaskRecord,
+        lease: &Lease,
+        max_running: u32,
+    ) -> Result<bool> {
+        self.inner.insert_running(task, lease, max_running).await
     }
     async fn insert_task_idempotent(
         &self,
@@ -132,6 +272,9 @@ impl Store for GatedStore {
     async fn get_task(&self, tenant: &str, id: TaskId) -> Result<Option<TaskRecord>> {
         self.inner.get_task(tenant, id).await
     }
+    async fn list_attempts(&self, tenant: &str, id: TaskId) -> Result<Vec<AttemptRecord>> {
+        self.inner.list_attempts(tenant, id).await
+    }
     async fn list_tasks(&self, tenant: &str, filter: &TaskFilter) -> Result<TaskPage> {
         self.inner.list_tasks(tenant, filter).await
     }
@@ -140,34 +283,98 @@ impl Store for GatedStore {
     }
     async fn claim_queued(
         &self,
-        owner: &str,
+        lease: &Lease,
         max: u32,
-        lease_ms: i64,
         skip: &[String],
     ) -> Result<Vec<TaskRecord>> {
-        self.inner.claim_queued(owner, max, lease_ms, skip).await
+        let claimed = self.inner.claim_queued(lease, max, skip).await;
+        self.note(|r| r.claims += 1);
+        if claimed.as_ref().is_ok_and(|c| !c.is_empty()) {
+            let _ = self
+                .count_failure
+                .compare_exchange(1, 2, Ordering::SeqCst, Ordering::SeqCst);
+        }
+        claimed
     }
-    async fn renew_leases(&self, owner: &str, ids: &[TaskId], lease_ms: i64) -> Result<()> {
-        self.inner.renew_leases(owner, ids, lease_ms).await
-    }
-    async fn release_task(&self, id: TaskId, attempt: i64) -> Result<bool> {
-        self.inner.release_task(id, attempt).await
-    }
-    async fn requeue_task(&self, id: TaskId, attempt: i64) -> Result<bool> {
+    async fn renew_leases(&self, lease: &Lease, attempts: &[Fence]) -> Result<()> {
         let _open = self.gate.read().await;
-        self.inner.requeue_task(id, attempt).await
+        self.inner.renew_leases(lease, attempts).await
     }
-    async fn finish_task(&self, id: TaskId, attempt: i64, finish: &Finish) -> Result<bool> {
+    async fn release_task(&self, fence: Fence) -> Result<bool> {
+        self.inner.release_task(fence).await
+    }
+    async fn requeue_task(&self, fence: Fence) -> Result<bool> {
         let _open = self.gate.read().await;
-        self.inner.finish_task(id, attempt, finish).await
+        self.inner.requeue_task(fence).await
+    }
+    async fn finish_task(&self, fence: Fence, finish: &Finish) -> Result<bool> {
+        let _open = self.gate.read().await;
+        let done = self.inner.finish_task(fence, finish).await;
+        if let Ok(done) = &done {
+            self.note(|r| r.finishes.push((fence, *done)));
+        }
+        done
     }
     async fn cancel_task(&self, tenant: &str, id: TaskId) -> Result<Option<Cancel>> {
         self.inner.cancel_task(tenant, id).await
     }
     async fn recover(&self, dead_owner: Option<&str>) -> Result<Recovered> {
+        self.note(|r| r.recoveries += 1);
         self.inner.recover(dead_owner).await
     }
     async fn expire_tasks(&self, before: i64, max: u32) -> Result<Vec<TaskId>> {
+        self.note(|r| r.expiries += 1);
         self.inner.expire_tasks(before, max).await
+    }
+    async fn running_counts(&self) -> Result<Vec<(String, i64)>> {
+        let armed = self
+            .count_failure
+            .compare_exchange(2, 0, Ordering::SeqCst, Ordering::SeqCst);
+        if armed.is_ok() {
+            return Err(StoreError::Corrupt("injected: counts unavailable".into()));
+        }
+        self.inner.running_counts().await
+    }
+    async fn hold_singleton(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
+        let _open = self.gate.read().await;
+        let held = self.inner.hold_singleton(name, holder, ttl_ms).await;
+        if let Ok(held) = &held {
+            self.note(|r| r.holds.push((name.to_owned(), *held)));
+        }
+        held
+    }
+    async fn release_singleton(&self, name: &str, holder: &str) -> Result<()> {
+        self.inner.release_singleton(name, holder).await
+    }
+    async fn notify(&self, event: &Event) -> Result<()> {
+        match &self.bus {
+            Some(bus) => {
+                // Nobody listening is not an error: nobody to tell.
+                let _ = bus.0.send(event.clone());
+                Ok(())
+            }
+            None => self.inner.notify(event).await,
+        }
+    }
+    async fn listen(&self) -> Result<Option<Events>> {
+        let events = match &self.bus {
+            Some(bus) => Some(bus.listen()),
+            None => self.inner.listen().await?,
+        };
+        let Some(events) = events else {
+            return Ok(None);
+        };
+        self.note(|r| r.listening += 1);
+        Ok(Some(
+            Handled {
+                inner: events,
+                last: None,
+                record: Arc::clone(&self.record),
+            }
+            .boxed(),
+        ))
+    }
+    async fn now_ms(&self) -> Result<i64> {
+        self.inner.now_ms().await
     }
 }

@@ -9,8 +9,9 @@
 
 use std::sync::Arc;
 
-use berth_core::{ErrorCode, TaskKind, now_ms};
-use berth_store::{Lease, Payloads, SqliteStore, Store};
+use berth_blobs::{Blobs, Payloads};
+use berth_core::{ErrorCode, TaskError, TaskKind};
+use berth_store::{Fence, Finish, Lease, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 
 use super::gated::GatedStore;
@@ -87,13 +88,50 @@ async fn drain_lets_a_finished_attempt_stand() {
     assert_eq!(done.status, TaskStatus::Succeeded);
 }
 
+/// A lease of `owner`'s that nobody's lease loop touches during a test.
+fn long_lease(owner: &str) -> Lease {
+    Lease {
+        owner: owner.into(),
+        duration_ms: LONG_LEASE_MS,
+    }
+}
+
+/// The server stops the dispatcher, then drains: from the stop on, the
+/// dispatcher claims nothing, even with work queued and a wake-up
+/// pending, or the drain's hand-back would not be final.
+#[tokio::test]
+async fn a_stopped_dispatcher_claims_nothing_more() {
+    let sqlite: Arc<dyn Store> = Arc::new(SqliteStore::in_memory().await.expect("store"));
+    let gated = Arc::new(GatedStore::new(sqlite));
+    let m = Manager::over(node_cfg(), Arc::clone(&gated) as Arc<dyn Store>);
+    m.add_key(ALPHA, ALPHA_KEY).await;
+    deploy(&m, ALPHA, "f", &["echo-upper"]).await;
+    // Queued, with nobody waiting yet: the wake-up is kept for later.
+    let t = submit(&m, ALPHA, "f", "x").await;
+
+    let stopped = CancellationToken::new();
+    stopped.cancel();
+    m.tasks.spawn_background(stopped);
+    // The loops start in order and share the in-memory store's one
+    // connection: by the time retention (started after the dispatcher)
+    // has asked for its singleton, a claim would have been made.
+    eventually("the background loops to run", async || {
+        gated.record().held(crate::lifecycle::RETENTION).1 >= 1
+    })
+    .await;
+    assert_eq!(gated.record().claims, 0, "no claim after the stop");
+    let still = task(&m, ALPHA, t.id).await;
+    assert_eq!((still.status, still.attempt), (TaskStatus::Queued, 0));
+    assert!(m.fake().started().is_empty());
+}
+
 /// Claims the oldest queued task as `owner` would, leaving it running
 /// under a long lease.
 async fn claim_as(m: &Manager, owner: &str) -> TaskRecord {
     let claimed = m
         .tasks
         .store
-        .claim_queued(owner, 1, LONG_LEASE_MS, &[])
+        .claim_queued(&long_lease(owner), 1, &[])
         .await
         .expect("claim");
     assert_eq!(claimed.len(), 1, "one task claimed");
@@ -148,16 +186,16 @@ async fn start_up_fails_what_cannot_run_again() {
     let mut call = TaskRecord::new(ALPHA, "f", 1, TaskKind::Sync, post(Some(0)));
     call.status = TaskStatus::Running;
     call.attempt = 1;
+    call.epoch = 1;
+    call.node = Some(NODE.into());
     call.started_at = Some(call.created_at);
-    let lease = Lease {
-        owner: NODE.into(),
-        expires_at: now_ms() + LONG_LEASE_MS,
-    };
-    m.tasks
+    let recorded = m
+        .tasks
         .store
-        .insert_task(&call, Some(&lease))
+        .insert_running(&call, &long_lease(NODE), u32::MAX)
         .await
         .expect("insert");
+    assert!(recorded, "no running limit in the way");
 
     m.tasks.recover_at_start().await.expect("recovery");
 
@@ -181,7 +219,7 @@ async fn a_drained_attempt_writes_nothing_over_the_next_claim() {
     let executor = Arc::new(FaultyExecutor::new(FakeExecutor::new()));
     let node = TaskManager::new(
         Arc::clone(&gated) as Arc<dyn Store>,
-        Payloads::new(dir.path()),
+        Payloads::new(Blobs::local(dir.path()).expect("blobs")),
         vec![Arc::clone(&executor) as Arc<dyn Executor>],
         node_cfg(),
     );
@@ -204,11 +242,11 @@ async fn a_drained_attempt_writes_nothing_over_the_next_claim() {
     within("the drain", node.drain(Duration::from_millis(50))).await;
     // ...until another replica has claimed the task.
     let claimed = sqlite
-        .claim_queued("node-b", 1, LONG_LEASE_MS, &[])
+        .claim_queued(&long_lease("node-b"), 1, &[])
         .await
         .expect("claim");
-    let ids: Vec<_> = claimed.iter().map(|c| (c.id, c.attempt)).collect();
-    assert_eq!(ids, [(t.id, 1)]);
+    let ids: Vec<_> = claimed.iter().map(|c| (c.id, c.attempt, c.epoch)).collect();
+    assert_eq!(ids, [(t.id, 1, 2)], "the same attempt number, a new epoch");
     drop(closed);
     eventually("the drained attempt to be over", async || {
         node.running_tasks(ALPHA) == 0
@@ -223,5 +261,12 @@ async fn a_drained_attempt_writes_nothing_over_the_next_claim() {
     );
     assert_eq!(now.error, None, "{now:?}");
     assert!(executor.inner().started().is_empty());
+    // The drained claim's fence opens nothing any more.
+    let stale = Fence { id: t.id, epoch: 1 };
+    let lost = Finish::failed(TaskError::new(ErrorCode::Lost, "late"));
+    assert!(!sqlite.finish_task(stale, &lost).await.expect("finish"));
+    assert!(!sqlite.requeue_task(stale).await.expect("requeue"));
+    assert!(!sqlite.release_task(stale).await.expect("release"));
+    assert_eq!(node.task(ALPHA, t.id).await.expect("task"), now);
     dispatcher.cancel();
 }
