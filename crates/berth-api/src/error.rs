@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use berth_contract::{ErrorBody, ErrorObject};
 use berth_core::{ErrorCode, TaskId};
 use berth_scheduler::{CallResult, SchedError};
-use tracing::error;
+use tracing::{error, warn};
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -194,8 +194,30 @@ impl From<SchedError> for ApiError {
                 "no_executor",
                 "no executor is available",
             ),
+            SchedError::Store(e) if e.is_unavailable() => {
+                warn!(error = %e, "the database is unreachable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "store_unavailable",
+                    "the database is unreachable; try again shortly",
+                )
+                .retry_after(1)
+            }
             SchedError::Store(e) => {
                 error!(error = %e, "store failure");
+                Self::internal()
+            }
+            SchedError::Blobs(e) if e.is_unavailable() => {
+                warn!(error = %e, "blob storage is unreachable");
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "storage_unavailable",
+                    "blob storage is unreachable; try again shortly",
+                )
+                .retry_after(1)
+            }
+            SchedError::Blobs(e) => {
+                error!(error = %e, "blob storage failure");
                 Self::internal()
             }
         }

@@ -170,7 +170,7 @@ fn accepted(task: &TaskRecord) -> ApiResult<Response> {
 #[utoipa::path(get, path = "/v1/tasks/{id}", tag = "tasks", operation_id = "get_task",
     params(("id" = String, Path, description = "task id")),
     responses(
-        (status = 200, description = "the task's status, timing and usage", body = Task),
+        (status = 200, description = "the task's status, timing, usage and attempts", body = Task),
         (status = 404, body = berth_contract::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn get(
@@ -179,7 +179,8 @@ pub async fn get(
     TaskPath(id): TaskPath,
 ) -> ApiResult<Json<Task>> {
     let task = load(&state, &tenant, &id).await?;
-    Ok(Json(Task::from(&task)))
+    let attempts = state.tasks.attempts(&tenant, task.id).await?;
+    Ok(Json(Task::with_attempts(&task, &attempts)))
 }
 
 fn parse_filter(params: &HashMap<String, String>) -> ApiResult<TaskFilter> {

@@ -7,7 +7,7 @@
 //! cannot leak into what clients parse. Additions are fine; renaming or
 //! removing a member breaks users' scripts.
 
-use berth_core::{FunctionSummary, FunctionVersion, TaskRecord, TenantRecord};
+use berth_core::{AttemptRecord, FunctionSummary, FunctionVersion, TaskRecord, TenantRecord};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -17,8 +17,8 @@ use utoipa::openapi::schema::{ObjectBuilder, Schema};
 
 /// Domain types that are part of the contract as they are.
 pub use berth_core::{
-    ErrorCode, FunctionConfig, Mode, QUOTA_FIELDS, QuotaOverrides, Quotas, TaskError, TaskKind,
-    TaskStatus, Timing, Usage,
+    AttemptEnd, ErrorCode, FunctionConfig, Mode, QUOTA_FIELDS, QuotaOverrides, Quotas, TaskError,
+    TaskKind, TaskStatus, Timing, Usage,
 };
 
 /// RFC 3339 in UTC, from the store's milliseconds since the epoch.
@@ -51,6 +51,48 @@ pub struct Task {
     pub timing: Timing,
     pub input_bytes: Option<i64>,
     pub output_bytes: Option<i64>,
+    /// The replica (node) that runs or last ran the task.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// Every claim of an async task, oldest first: which node ran it and
+    /// how it ended. Only in the answer about one task.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<Vec<Attempt>>,
+}
+
+/// One claim of an async task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Attempt {
+    pub attempt: i64,
+    pub node: String,
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    #[schema(format = DateTime)]
+    pub finished_at: Option<String>,
+    /// How it ended; absent while it runs.
+    pub ended: Option<AttemptEnd>,
+}
+
+impl From<&AttemptRecord> for Attempt {
+    fn from(a: &AttemptRecord) -> Self {
+        Self {
+            attempt: a.attempt,
+            node: a.node.clone(),
+            started_at: timestamp(a.started_at),
+            finished_at: a.finished_at.map(timestamp),
+            ended: a.ended,
+        }
+    }
+}
+
+impl Task {
+    /// The task with its attempts, for the answer about one task.
+    pub fn with_attempts(t: &TaskRecord, attempts: &[AttemptRecord]) -> Self {
+        Self {
+            attempts: Some(attempts.iter().map(Attempt::from).collect()),
+            ..Self::from(t)
+        }
+    }
 }
 
 impl From<&TaskRecord> for Task {
@@ -72,6 +114,8 @@ impl From<&TaskRecord> for Task {
             timing: t.timing.clone(),
             input_bytes: t.input_bytes,
             output_bytes: t.output_bytes,
+            node: t.node.clone(),
+            attempts: None,
         }
     }
 }

@@ -135,6 +135,46 @@ pub(crate) fn announce_new_key(data_dir: &Path, key: &str) {
     }
 }
 
+/// Moves task payloads from the layout of earlier versions (one file per
+/// payload, `tasks/<xx>/<id>.in|.out|.log`) to the blob store's
+/// (`tasks/<xx>/<id>/input`, `output.0`, `logs.0`: records of that time
+/// have epoch 0). Idempotent, and quick when there is nothing to move.
+pub(crate) fn upgrade_payload_layout(data_dir: &Path) -> Result<(), ServerError> {
+    let tasks = data_dir.join("tasks");
+    let Ok(shards) = std::fs::read_dir(&tasks) else {
+        return Ok(());
+    };
+    for shard in shards.flatten() {
+        let shard = shard.path();
+        let Ok(files) = std::fs::read_dir(&shard) else {
+            continue;
+        };
+        for file in files.flatten() {
+            let path = file.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()) else {
+                continue;
+            };
+            let Some((id, suffix)) = name.rsplit_once('.') else {
+                continue;
+            };
+            let new_name = match suffix {
+                "in" => "input",
+                "out" => "output.0",
+                "log" => "logs.0",
+                _ => continue,
+            };
+            if id.starts_with('.') || !path.is_file() {
+                continue;
+            }
+            let dir = shard.join(id);
+            std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            let to = dir.join(new_name);
+            std::fs::rename(&path, &to).map_err(io_err(&path))?;
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::os::unix::fs::PermissionsExt;
@@ -163,5 +203,27 @@ mod tests {
         assert_eq!(mode(&later), 0o600);
         write_private(&dir.join("k"), "v").unwrap();
         assert_eq!(mode(&dir.join("k")), 0o600);
+    }
+
+    #[test]
+    fn payloads_of_earlier_versions_move_to_the_blob_layout() {
+        let root = tempfile::tempdir().unwrap();
+        let shard = root.path().join("tasks/ab");
+        std::fs::create_dir_all(&shard).unwrap();
+        for (f, body) in [
+            ("x.in", "i"),
+            ("x.out", "o"),
+            ("x.log", "l"),
+            (".x.out.tmp", "t"),
+        ] {
+            std::fs::write(shard.join(f), body).unwrap();
+        }
+        upgrade_payload_layout(root.path()).unwrap();
+        upgrade_payload_layout(root.path()).unwrap();
+        let read = |p: &str| std::fs::read_to_string(shard.join(p)).unwrap();
+        assert_eq!(read("x/input"), "i");
+        assert_eq!(read("x/output.0"), "o");
+        assert_eq!(read("x/logs.0"), "l");
+        assert!(!shard.join("x.in").exists());
     }
 }

@@ -28,6 +28,8 @@ pub enum ServerError {
     },
     #[error("opening the database: {0}")]
     Store(#[from] berth_store::StoreError),
+    #[error("opening the blob store: {0}")]
+    Blobs(#[from] berth_blobs::BlobError),
     #[error("{0}")]
     Sched(#[from] berth_scheduler::SchedError),
     #[error("binding {addr}: {source}")]

@@ -1,19 +1,22 @@
 //! The server's side of the built-in registry: which images a tenant may
 //! deploy and what a reference names (the one home of that rule), API keys
-//! as registry credentials, the internal pull credential, and garbage
-//! collection of a data directory's registry.
+//! as registry credentials, the internal pull credential, opening the
+//! registry over the server's store (its index) and blob store, and
+//! garbage collection of a data directory's registry.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use berth_blobs::Blobs;
 use berth_core::ADMIN_TENANT;
 use berth_registry::{
-    Authenticator, GcOptions, GcReport, NoAccess, Principal, Registry, parse_reference,
-    reference_host,
+    Authenticator, GcOptions, GcReport, NoAccess, Principal, Registry, RegistryIndex,
+    parse_reference, reference_host,
 };
 use berth_scheduler::{AdmittedImage, ImageAdmission, SchedError, TaskManager, hash_key};
+use berth_store::SqliteStore;
 use tracing::warn;
 
 use crate::ServerError;
@@ -109,9 +112,26 @@ impl ImageAdmission for RegistryAdmission {
     }
 }
 
-/// Where the registry keeps its files inside the data directory.
+/// Where the registry's files are inside the data directory: on the local
+/// blob store, the blobs (`registry/blobs/...`, keys relative to the data
+/// directory) and, from before the index, the repositories' links.
 pub fn registry_root(data_dir: &Path) -> PathBuf {
     data_dir.join("registry")
+}
+
+/// The registry of a server: its index is the server's store (SQLite or
+/// PostgreSQL, shared by a set), its bytes are in the server's blob store.
+/// A registry written before the index, found in the data directory, is
+/// imported into it first (once for the whole set).
+pub async fn open_registry(
+    data_dir: &Path,
+    index: Arc<dyn RegistryIndex>,
+    blobs: Blobs,
+    auth: Arc<dyn Authenticator>,
+) -> Result<Registry, ServerError> {
+    let registry = Registry::new(berth_registry::Config::default(), index, blobs, auth);
+    registry.import_legacy(&registry_root(data_dir)).await?;
+    Ok(registry)
 }
 
 /// A credential that may pull any image, for the engine pulling function
@@ -192,19 +212,23 @@ impl Authenticator for KeyAuthenticator {
 }
 
 /// Deletes blobs no manifest refers to, and abandoned uploads, in a data
-/// directory's registry. Safe while the server runs: recent blobs are kept
-/// for `grace` (a push may still be on its way to the manifest that refers
-/// to them).
+/// directory's registry (its database is the index, its files the blobs).
+/// Safe while the server runs: recent blobs are kept for `grace` (a push
+/// may still be on its way to the manifest that refers to them), and a
+/// blob a push relies on is never deleted under it (see
+/// `berth_registry`'s `gc`).
 pub async fn collect_garbage(
     data_dir: &Path,
     grace: Duration,
     dry_run: bool,
 ) -> Result<GcReport, ServerError> {
-    let root = registry_root(data_dir);
-    if !root.is_dir() {
+    let database = data_dir.join("berth.db");
+    if !database.is_file() && !registry_root(data_dir).is_dir() {
         return Err(ServerError::NoRegistry(data_dir.to_owned()));
     }
-    let registry = Registry::open(berth_registry::Config::new(root), Arc::new(NoAccess))?;
+    let index: Arc<dyn RegistryIndex> = Arc::new(SqliteStore::open(&database).await?);
+    let blobs = Blobs::local(data_dir)?;
+    let registry = open_registry(data_dir, index, blobs, Arc::new(NoAccess)).await?;
     Ok(registry.gc(GcOptions { grace, dry_run }).await?)
 }
 

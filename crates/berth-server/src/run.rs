@@ -8,26 +8,36 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_api::AppState;
+use berth_blobs::{Blobs, Payloads};
 use berth_core::Quotas;
 use berth_docker::{DockerConfig, DockerExecutor, PullCredentials};
 use berth_executor::Executor;
-use berth_registry::{GcOptions, Registry};
+use berth_registry::{GcOptions, RegistryIndex};
 use berth_scheduler::TaskManager;
-use berth_store::{Payloads, SqliteStore, Store};
+use berth_store::{PgStore, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::ServerError;
 use crate::agent::find_agent;
 use crate::data_dir::{self, ENDPOINT_FILE, write_private};
-use crate::registry::{KeyAuthenticator, PullCredential, RegistryAdmission, registry_root};
+use crate::registry::{KeyAuthenticator, PullCredential, RegistryAdmission, open_registry};
 
 /// Everything `berth server` can be told; the binary fills it from flags
 /// and the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Database, task payloads, registry, admin key.
+    /// This replica's own files: its node id, the admin key file, the
+    /// endpoint for the local CLI, instances' socket directories; and, on
+    /// one node, the database, task payloads and registry.
     pub data_dir: PathBuf,
+    /// Where control-plane state lives: `None` for SQLite in the data
+    /// directory, or a `postgres://` URL shared by the replicas of a set.
+    pub store: Option<String>,
+    /// Where blobs live (task payloads, registry content): `None` for the
+    /// data directory, or `s3://BUCKET[/PREFIX]` (endpoint and credentials
+    /// from the `AWS_*` environment) shared by the replicas of a set.
+    pub blob_store: Option<String>,
     pub listen: SocketAddr,
     /// Async tasks this server runs at once.
     pub async_concurrency: usize,
@@ -58,6 +68,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: data_dir::default_data_dir(),
+            store: None,
+            blob_store: None,
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             async_concurrency: 4,
             max_containers: 32,
@@ -87,7 +99,27 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     data_dir::prepare(&data_dir)?;
     let node_id = data_dir::node_id(&data_dir)?;
 
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&data_dir.join("berth.db")).await?);
+    // The registry's index is the same database, whichever it is.
+    let (store, index): (Arc<dyn Store>, Arc<dyn RegistryIndex>) = match cfg.store.as_deref() {
+        None => {
+            let sqlite = Arc::new(SqliteStore::open(&data_dir.join("berth.db")).await?);
+            (sqlite.clone(), sqlite)
+        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let pg = Arc::new(PgStore::connect(url).await?);
+            (pg.clone(), pg)
+        }
+        Some(other) => {
+            return Err(ServerError::Config(format!(
+                "--store {other:?}: expected a postgres:// URL (or nothing, for SQLite)"
+            )));
+        }
+    };
+    let blobs = match cfg.blob_store.as_deref() {
+        None => Blobs::local(&data_dir)?,
+        Some(url) => Blobs::from_url(url)?,
+    };
+    data_dir::upgrade_payload_layout(&data_dir)?;
     let (admin_key, new_key) = data_dir::admin_key(&data_dir)?;
 
     let agent = find_agent(cfg.agent.clone());
@@ -141,7 +173,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     };
     let tasks = TaskManager::new(
         Arc::clone(&store),
-        Payloads::new(data_dir.join("tasks")),
+        Payloads::new(blobs.clone()),
         executors,
         sched,
     );
@@ -166,13 +198,12 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
 
     let registry_auth = Arc::new(KeyAuthenticator::new(&pull));
     registry_auth.set_tasks(Arc::clone(&tasks));
-    let registry = Arc::new(Registry::open(
-        berth_registry::Config::new(registry_root(&data_dir)),
-        registry_auth,
-    )?);
+    let registry = Arc::new(open_registry(&data_dir, index, blobs.clone(), registry_auth).await?);
     if let Some(every) = cfg.registry_gc_every {
+        // Runs on the one replica holding the registry's maintenance lease.
         berth_registry::spawn_maintenance(
             Arc::clone(&registry),
+            node_id.clone(),
             every,
             GcOptions::default(),
             shutdown.clone(),
@@ -189,7 +220,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }));
 
     // The registry's routes carry their own (absent) body limit: image
-    // layers are streamed to disk whatever their size.
+    // layers are streamed to the blob store whatever their size.
     let app = berth_api::router(AppState {
         tasks: Arc::clone(&tasks),
     })

@@ -13,6 +13,16 @@ pub struct ServerArgs {
     /// Directory for the database, task payloads, the registry and the admin key [default: ~/.berth]
     #[arg(long, env = "BERTH_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// Where the control-plane state lives: a postgres:// URL shared by the
+    /// replicas of a set [default: SQLite in the data directory]
+    #[arg(long, env = "BERTH_STORE", hide_env_values = true)]
+    store: Option<String>,
+    /// Where blobs (task inputs, outputs and logs, registry content) live:
+    /// s3://BUCKET[/PREFIX], with AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+    /// AWS_SECRET_ACCESS_KEY, AWS_REGION (and AWS_ALLOW_HTTP=true for a
+    /// plain-HTTP endpoint) from the environment [default: the data directory]
+    #[arg(long, env = "BERTH_BLOB_STORE")]
+    blob_store: Option<String>,
     /// Address to listen on.
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
@@ -60,6 +70,8 @@ impl ServerArgs {
     pub fn into_config(self) -> berth_server::Config {
         berth_server::Config {
             data_dir: self.data_dir.unwrap_or_else(berth_server::default_data_dir),
+            store: self.store,
+            blob_store: self.blob_store,
             listen: self.listen,
             async_concurrency: self.async_concurrency,
             max_containers: self.max_containers,

@@ -5,7 +5,12 @@ use berth_scheduler::testing::Manager;
 use super::*;
 
 fn admission(dir: &Path) -> RegistryAdmission {
-    let registry = Registry::open(berth_registry::Config::new(dir), Arc::new(NoAccess)).unwrap();
+    let registry = Registry::new(
+        berth_registry::Config::default(),
+        Arc::new(berth_registry::MemoryIndex::new()),
+        Blobs::local(dir).unwrap(),
+        Arc::new(NoAccess),
+    );
     RegistryAdmission {
         registry: Arc::new(registry),
         pull_host: "127.0.0.1:5000".to_owned(),
