@@ -152,10 +152,15 @@ impl Server {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        self.key = std::fs::read_to_string(self.data.join("admin.key"))
-            .expect("admin.key written by the server")
-            .trim()
-            .to_owned();
+        // Replicas of a set share the admin key they are given; a lone
+        // server writes the one it made.
+        self.key = match self.env.iter().find(|(k, _)| k == "BERTH_ADMIN_KEY") {
+            Some((_, key)) => key.clone(),
+            None => std::fs::read_to_string(self.data.join("admin.key"))
+                .expect("admin.key written by the server")
+                .trim()
+                .to_owned(),
+        };
         self.client = Some(Client::new(&self.url, &self.key).expect("client"));
     }
 
@@ -192,6 +197,20 @@ impl Server {
     pub async fn restart(&mut self) {
         self.kill();
         self.spawn().await;
+    }
+
+    /// The server's process id, for signals (SIGSTOP, SIGCONT).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Sends a signal by name (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(sent.success(), "kill -{name}");
     }
 
     pub fn node_id(&self) -> String {

@@ -12,5 +12,6 @@ mod image_ops;
 mod registry;
 mod sandbox;
 mod scenarios;
+mod set;
 mod sync_calls;
 mod warm;
