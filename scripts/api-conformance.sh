@@ -167,7 +167,7 @@ seed=()
 # single run would sooner or later redeploy `echo` with a generated command
 # or mode while other cases call it. Every operation is in exactly one run:
 # the second takes whatever the first does not.
-calls='^(invoke_function|invoke_function_path|submit_task|list_functions|get_function|list_tasks|get_task|cancel_task|get_task_output|get_task_logs|list_tenants|get_tenant|healthz|readyz|openapi)$'
+calls='^(invoke_function|invoke_function_path|submit_task|list_functions|get_function|list_tasks|get_task|cancel_task|get_task_output|get_task_logs|list_tenants|get_tenant|healthz|readyz|metrics|openapi)$'
 conform() {
   local what=$1
   shift

@@ -12,6 +12,7 @@ mod error;
 mod extract;
 mod functions;
 mod invoke;
+mod metrics;
 mod openapi;
 mod tasks;
 mod tenants;
@@ -62,8 +63,16 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_key,
         ));
+    // Behind a key like `/v1`: only the admin's may read it.
+    let metrics = Router::new()
+        .route("/metrics", get(metrics::serve))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_key,
+        ));
     Router::new()
         .nest("/v1", v1)
+        .merge(metrics)
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/openapi.json", get(openapi::serve))

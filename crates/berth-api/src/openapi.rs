@@ -14,7 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Header, Ref, Required, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::{functions, invoke, tasks, tenants};
+use crate::{functions, invoke, metrics, tasks, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,7 +25,7 @@ use crate::{functions, invoke, tasks, tenants};
         tasks::list, tasks::get, tasks::cancel, tasks::output, tasks::logs,
         tenants::create, tenants::list, tenants::get, tenants::set_quotas,
         tenants::rotate_key, tenants::revoke_keys,
-        crate::healthz, crate::readyz, serve,
+        crate::healthz, crate::readyz, metrics::serve, serve,
     ),
     components(schemas(berth_contract::ErrorBody)),
     modifiers(&BearerAuth, &InvokeSubPath, &Unauthorized),
@@ -34,7 +34,7 @@ use crate::{functions, invoke, tasks, tenants};
         (name = "calls", description = "call a function, synchronously or as an async task"),
         (name = "tasks", description = "every call is a task: status, output, logs, cancel"),
         (name = "tenants", description = "tenants, their keys and quotas"),
-        (name = "service", description = "health, readiness and this document; no key needed"),
+        (name = "service", description = "health, readiness and this document (no key needed); the metrics (the admin key)"),
     )
 )]
 struct ApiDoc;

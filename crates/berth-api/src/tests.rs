@@ -1649,4 +1649,5 @@ async fn a_stalled_async_upload_is_refused_and_leaves_nothing() {
 }
 
 mod http_details;
+mod metrics;
 mod tenancy;

@@ -62,6 +62,8 @@ pub struct DockerConfig {
     /// gVisor, once registered with the engine); `None` is the engine's
     /// default (runc).
     pub runtime: Option<String>,
+    /// Where the warm pools record scale events and 429s.
+    pub metrics: berth_metrics::PoolMetrics,
 }
 
 impl Default for DockerConfig {
@@ -78,6 +80,7 @@ impl Default for DockerConfig {
             kill_grace: Duration::from_secs(2),
             ready_timeout: Duration::from_secs(30),
             runtime: None,
+            metrics: berth_metrics::PoolMetrics::default(),
         }
     }
 }

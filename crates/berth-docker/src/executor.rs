@@ -39,10 +39,12 @@ impl DockerExecutor {
     /// Uses the usual `DOCKER_HOST` / local socket defaults; nothing is
     /// contacted until the first call.
     pub fn new(cfg: DockerConfig) -> Self {
+        let metrics = cfg.metrics.clone();
         let engine = Arc::new(Engine::new(cfg));
         let (exited_tx, exited_rx) = mpsc::channel(64);
+        let launcher = WarmLauncher::new(Arc::clone(&engine), exited_tx);
         Self {
-            pools: Pools::new(WarmLauncher::new(Arc::clone(&engine), exited_tx)),
+            pools: Pools::with_metrics(launcher, metrics),
             engine,
             background: AtomicBool::new(false),
             exited: std::sync::Mutex::new(Some(exited_rx)),

@@ -37,6 +37,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 use berth_executor::{ExecError, InstanceCount, RunSpec};
+use berth_metrics::PoolMetrics;
 
 pub(crate) use launcher::{Instance, Launcher, PoolKey};
 pub(crate) use queue::Wait;
@@ -55,6 +56,8 @@ pub(crate) struct Pools<L: Launcher> {
     /// Handed to leases and background tasks, which must not keep the
     /// pools alive on their own.
     me: Weak<Self>,
+    /// Scale events and 429s, as they happen.
+    metrics: PoolMetrics,
 }
 
 /// A slot on an instance, held for one request. Dropping it frees the
@@ -89,13 +92,19 @@ fn stopping_error() -> ExecError {
 }
 
 impl<L: Launcher> Pools<L> {
+    #[cfg(test)]
     pub fn new(launcher: L) -> Arc<Self> {
+        Self::with_metrics(launcher, PoolMetrics::default())
+    }
+
+    pub fn with_metrics(launcher: L, metrics: PoolMetrics) -> Arc<Self> {
         Arc::new_cyclic(|me| Self {
             launcher,
             pools: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             tasks: TaskTracker::new(),
             me: me.clone(),
+            metrics,
         })
     }
 
@@ -142,6 +151,7 @@ impl<L: Launcher> Pools<L> {
                 .saturating_sub(u32::try_from(pool.ready.len()).unwrap_or(u32::MAX));
             let room = pool.settings.max_queue + unstarted * pool.settings.concurrency;
             if u32::try_from(pool.waiters.len()).unwrap_or(u32::MAX) >= room {
+                self.metrics.busy(&key.tenant, &key.function, "queue_full");
                 return Err(ExecError::Busy(format!(
                     "{} instances busy and {} requests queued",
                     pool.total(),
@@ -158,11 +168,20 @@ impl<L: Launcher> Pools<L> {
             Ok(Ok(Ok(served))) => Ok(self.lease(key, served.instance, served.wait)),
             Ok(Ok(Err(e))) => Err(e),
             Ok(Err(_)) => Err(ExecError::Instance("the pool was shut down".into())),
-            Err(_) => Err(ExecError::Busy(format!(
-                "no instance became free within {}s",
-                queue_timeout.as_secs_f32()
-            ))),
+            Err(_) => Err(self.busy(
+                &key,
+                "queue_timeout",
+                format!(
+                    "no instance became free within {}s",
+                    queue_timeout.as_secs_f32()
+                ),
+            )),
         }
+    }
+
+    fn busy(&self, key: &PoolKey, reason: &'static str, message: String) -> ExecError {
+        self.metrics.busy(&key.tenant, &key.function, reason);
+        ExecError::Busy(message)
     }
 
     fn lease(&self, key: PoolKey, instance: Arc<L::Instance>, wait: Wait) -> Lease<L> {
@@ -210,6 +229,9 @@ impl<L: Launcher> Pools<L> {
         let Some(gone) = pool.remove(id) else {
             return false;
         };
+        let key = PoolKey::of(&pool.template);
+        self.metrics
+            .scaled_down(&key.tenant, &key.function, "failed");
         self.spawn_destroy(gone);
         true
     }
@@ -233,6 +255,7 @@ impl<L: Launcher> Pools<L> {
             waiter.started_for.get_or_insert(now);
             pool.starting += 1;
             covered += per;
+            self.metrics.scaled_up(&key.tenant, &key.function, "demand");
             self.spawn_launch(key.clone(), pool.template.clone());
         }
         if let Some(next) = pool.next_due(now)
@@ -304,6 +327,7 @@ impl<L: Launcher> Pools<L> {
             Err(e) => {
                 warn!(function = %key.function, version = key.version, error = %e,
                     "could not start an instance");
+                self.metrics.start_failed(&key.tenant, &key.function);
                 // Waiters stay if some instance may still serve them.
                 if pool.ready.is_empty() && pool.starting == 0 {
                     pool.fail_waiters(&e);
@@ -339,6 +363,8 @@ impl<L: Launcher> Pools<L> {
             .min_by_key(|(_, _, used)| *used)
             .map(|(k, i, _)| (k.clone(), i))?;
         let pool = pools.get_mut(&key)?;
+        self.metrics
+            .scaled_down(&key.tenant, &key.function, "evicted");
         Some(pool.ready.swap_remove(idx).instance)
     }
 
@@ -354,8 +380,13 @@ impl<L: Launcher> Pools<L> {
         let mut launches = Vec::new();
         for (key, pool) in pools.iter_mut() {
             let (idle, starts) = pool.upkeep();
+            for _ in &idle {
+                self.metrics.scaled_down(&key.tenant, &key.function, "idle");
+            }
             gone.extend(idle);
             for _ in 0..starts {
+                self.metrics
+                    .scaled_up(&key.tenant, &key.function, "minimum");
                 launches.push((key.clone(), pool.template.clone()));
             }
         }

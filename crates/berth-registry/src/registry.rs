@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use berth_blobs::{Blob, BlobError, BlobWriter, Blobs};
+use berth_metrics::RegistryMetrics;
 
 use crate::RegistryError;
 use crate::auth::{Authenticator, Principal};
@@ -81,6 +82,8 @@ pub struct Registry {
     pub(crate) index: Arc<dyn RegistryIndex>,
     pub(crate) auth: Arc<dyn Authenticator>,
     pub(crate) config: Config,
+    /// Pushes, pulls and bytes, as they happen.
+    pub(crate) metrics: RegistryMetrics,
 }
 
 impl Registry {
@@ -95,7 +98,14 @@ impl Registry {
             index,
             auth,
             config,
+            metrics: RegistryMetrics::default(),
         }
+    }
+
+    /// Records pushes, pulls and bytes into `metrics` from now on.
+    pub fn with_metrics(mut self, metrics: RegistryMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     pub fn config(&self) -> &Config {

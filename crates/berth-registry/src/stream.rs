@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use berth_blobs::{Blob, BlobWriter};
+use berth_metrics::RegistryMetrics;
 use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -189,7 +190,11 @@ pub(crate) async fn pump_blob(
     Ok(copied)
 }
 
-/// A response body streaming a blob.
-pub(crate) fn blob_body(blob: Blob) -> Body {
-    Body::from_stream(blob.stream)
+/// A response body streaming a blob; what it sends is counted.
+pub(crate) fn blob_body(blob: Blob, metrics: RegistryMetrics) -> Body {
+    Body::from_stream(blob.stream.inspect(move |piece| {
+        if let Ok(piece) = piece {
+            metrics.sent(piece.len() as u64);
+        }
+    }))
 }

@@ -105,13 +105,21 @@ impl T {
     /// A registry over the blob store rooted in `dir` (the data directory:
     /// `root` is its `registry/`) and `index`.
     fn open_on(dir: tempfile::TempDir, root: std::path::PathBuf, index: Arc<MemoryIndex>) -> Self {
+        Self::open_metered(dir, root, index, berth_metrics::RegistryMetrics::default())
+    }
+
+    /// As [`T::open_on`], recording into `metrics`.
+    fn open_metered(
+        dir: tempfile::TempDir,
+        root: std::path::PathBuf,
+        index: Arc<MemoryIndex>,
+        metrics: berth_metrics::RegistryMetrics,
+    ) -> Self {
         let blobs = berth_blobs::Blobs::local(dir.path()).unwrap();
-        let reg = Arc::new(Registry::new(
-            Config::default(),
-            index.clone(),
-            blobs,
-            Arc::new(Keys),
-        ));
+        let reg = Arc::new(
+            Registry::new(Config::default(), index.clone(), blobs, Arc::new(Keys))
+                .with_metrics(metrics),
+        );
         let app = router(Arc::clone(&reg));
         Self {
             _dir: dir,
@@ -1503,4 +1511,58 @@ async fn sha512_digests_are_accepted() {
         )
         .await;
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.json());
+}
+
+#[tokio::test]
+async fn pushes_pulls_and_bytes_are_counted() {
+    let metrics = berth_metrics::Metrics::new();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("registry");
+    let t = T::open_metered(
+        dir,
+        root,
+        Arc::new(MemoryIndex::new()),
+        metrics.registry().clone(),
+    );
+    let layer = b"some layer bytes".to_vec();
+    let (manifest, digest) = t.image(ALPHA, "alpha/app", "v1", &layer).await;
+    // `T::image`'s config blob.
+    let config = format!("{{\"architecture\":\"amd64\",\"layer\":{}}}", layer.len());
+    let r = t
+        .call(
+            Method::HEAD,
+            "/v2/alpha/app/manifests/v1",
+            Some(ALPHA),
+            &[],
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = t.get("/v2/alpha/app/manifests/v1", ALPHA).await;
+    assert_eq!(r.body, manifest);
+    let layer_digest = sha256_of(&layer).to_string();
+    let r = t
+        .get(&format!("/v2/alpha/app/blobs/{layer_digest}"), ALPHA)
+        .await;
+    assert_eq!(r.body, layer);
+    assert!(!digest.is_empty());
+
+    let text = metrics.render();
+    for (series, n) in [
+        ("berth_registry_pushes_total", 1),
+        ("berth_registry_pulls_total", 1),
+        (
+            "berth_registry_received_bytes_total",
+            config.len() + layer.len() + manifest.len(),
+        ),
+        (
+            "berth_registry_sent_bytes_total",
+            manifest.len() + layer.len(),
+        ),
+    ] {
+        assert!(
+            text.contains(&format!("\n{series} {n}\n")),
+            "{series} {n} in:\n{text}"
+        );
+    }
 }

@@ -33,6 +33,7 @@ impl TaskManager {
         task: &TaskRecord,
         cancel: CancellationToken,
     ) -> RunSpec {
+        self.modes.note(v);
         RunSpec {
             task_id: task.id,
             tenant: v.tenant.clone(),

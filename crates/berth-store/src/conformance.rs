@@ -91,6 +91,7 @@ macro_rules! __store_conformance_cases {
                 finish::cancel_and_tenancy,
                 running::a_sync_call_is_refused_past_the_running_limit,
                 running::running_counts_are_per_tenant,
+                running::queued_counts_are_per_tenant,
                 singletons::a_singleton_has_one_holder_until_it_expires,
                 singletons::a_released_singleton_is_free_at_once,
                 tasks::a_task_reads_back_as_inserted,

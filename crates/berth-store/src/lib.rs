@@ -297,6 +297,9 @@ pub trait Store: Send + Sync + 'static {
     /// Tasks running now per tenant, across the set (async claims check
     /// the tenants' concurrency quotas against it).
     async fn running_counts(&self) -> Result<Vec<(String, i64)>>;
+    /// Tasks queued now per tenant, across the set (the queue's depth in
+    /// the metrics).
+    async fn queued_counts(&self) -> Result<Vec<(String, i64)>>;
 
     /// Takes or keeps the singleton `name` (the lease reaper, retention,
     /// registry GC) for `holder` until `ttl_ms` from now on the database's

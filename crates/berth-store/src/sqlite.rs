@@ -288,7 +288,11 @@ impl Store for SqliteStore {
     }
 
     async fn running_counts(&self) -> Result<Vec<(String, i64)>> {
-        tasks::running_counts(self).await
+        tasks::counts_in(self, TaskStatus::Running).await
+    }
+
+    async fn queued_counts(&self) -> Result<Vec<(String, i64)>> {
+        tasks::counts_in(self, TaskStatus::Queued).await
     }
 
     async fn hold_singleton(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {

@@ -415,11 +415,16 @@ fn operation_ids_are_unique() {
     }
 }
 
+/// What needs a key: every `/v1` operation, and the metrics.
+fn behind_a_key(path: &str) -> bool {
+    path.starts_with("/v1/") || path == "/metrics"
+}
+
 #[test]
 fn every_operation_behind_a_key_documents_401() {
     for (method, path, op) in operations() {
         let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
-        assert_eq!(secured, path.starts_with("/v1/"), "{method} {path}");
+        assert_eq!(secured, behind_a_key(&path), "{method} {path}");
         if secured {
             assert!(
                 op["responses"]["401"].is_object(),
@@ -429,9 +434,9 @@ fn every_operation_behind_a_key_documents_401() {
     }
 }
 
-/// Each documented operation is a route: without a key, a `/v1` one gets
-/// the auth layer's 401 (which only matched routes reach), the others
-/// their own answer; never the fallbacks' 404 or 405.
+/// Each documented operation is a route: without a key, one behind a key
+/// gets the auth layer's 401 (which only matched routes reach), the
+/// others their own answer; never the fallbacks' 404 or 405.
 #[tokio::test]
 async fn every_documented_operation_is_routed() {
     let h = harness(false).await;
@@ -443,7 +448,7 @@ async fn every_documented_operation_is_routed() {
             .replace("{id}", "t")
             .replace("{path}", "a/b");
         let r = call(&h.app, method.clone(), &concrete, None, None, ()).await;
-        let expected = if path.starts_with("/v1/") {
+        let expected = if behind_a_key(&path) {
             StatusCode::UNAUTHORIZED
         } else {
             StatusCode::OK

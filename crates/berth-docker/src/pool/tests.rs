@@ -518,3 +518,54 @@ async fn a_min_instances_pool_does_not_refill_while_clearing() {
     assert_eq!(pools.launcher().launched(), 10);
     assert_eq!(pools.launcher().alive(), 0);
 }
+
+#[tokio::test(start_paused = true)]
+async fn scale_events_and_busy_refusals_are_counted() {
+    let metrics = berth_metrics::Metrics::new();
+    let pools = Pools::with_metrics(FakeLauncher::default(), metrics.pools().clone());
+    let mut st = settings(1, 2, 0);
+    st.idle_timeout = Duration::ZERO;
+    let s = spec("f", st);
+    let a = pools.acquire(&s).await.unwrap();
+    let b = pools.acquire(&s).await.unwrap();
+    assert!(matches!(pools.acquire(&s).await, Err(ExecError::Busy(_))));
+    a.lost();
+    drop(b);
+    settle().await;
+    pools.maintain();
+    settle().await;
+    let mut st = settings(1, 1, 1);
+    st.queue_timeout = ms(50);
+    let h = spec("h", st);
+    let _held = pools.acquire(&h).await.unwrap();
+    assert!(matches!(pools.acquire(&h).await, Err(ExecError::Busy(_))));
+
+    let text = metrics.render();
+    for (series, n) in [
+        (
+            r#"berth_scale_events_total{function="t/f",direction="up",reason="demand"}"#,
+            2,
+        ),
+        (
+            r#"berth_scale_events_total{function="t/f",direction="down",reason="failed"}"#,
+            1,
+        ),
+        (
+            r#"berth_scale_events_total{function="t/f",direction="down",reason="idle"}"#,
+            1,
+        ),
+        (
+            r#"berth_busy_rejections_total{function="t/f",reason="queue_full"}"#,
+            1,
+        ),
+        (
+            r#"berth_busy_rejections_total{function="t/h",reason="queue_timeout"}"#,
+            1,
+        ),
+    ] {
+        assert!(
+            text.contains(&format!("{series} {n}\n")),
+            "{series} {n} in:\n{text}"
+        );
+    }
+}

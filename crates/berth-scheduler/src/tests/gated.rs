@@ -335,6 +335,9 @@ impl Store for GatedStore {
         }
         self.inner.running_counts().await
     }
+    async fn queued_counts(&self) -> Result<Vec<(String, i64)>> {
+        self.inner.queued_counts().await
+    }
     async fn hold_singleton(&self, name: &str, holder: &str, ttl_ms: i64) -> Result<bool> {
         let _open = self.gate.read().await;
         let held = self.inner.hold_singleton(name, holder, ttl_ms).await;

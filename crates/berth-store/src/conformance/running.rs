@@ -89,6 +89,32 @@ pub async fn running_counts_are_per_tenant(s: &dyn Store) {
     );
 }
 
+pub async fn queued_counts_are_per_tenant(s: &dyn Store) {
+    assert!(s.queued_counts().await.unwrap().is_empty());
+    let claimed = task("f", TaskKind::Async);
+    insert(s, &claimed).await;
+    claim(s, &claimed, "n", 60_000).await;
+    for t in [
+        task("f", TaskKind::Async),
+        task("g", TaskKind::Async),
+        task_of("u", "f", TaskKind::Async),
+    ] {
+        insert(s, &t).await;
+    }
+    let running = sync_call(TENANT, "n");
+    assert!(
+        s.insert_running(&running, &lease("n", 60_000), 100)
+            .await
+            .unwrap()
+    );
+    let counts: BTreeMap<_, _> = s.queued_counts().await.unwrap().into_iter().collect();
+    assert_eq!(
+        counts,
+        BTreeMap::from([(TENANT.to_owned(), 2), ("u".to_owned(), 1)]),
+        "queued tasks of every function, per tenant; claimed and running ones not"
+    );
+}
+
 /// Sync calls arriving at once on every replica: the limit holds across
 /// the set, not per replica.
 pub async fn concurrent_sync_calls_never_pass_the_running_limit<F, Fut>(open: F)

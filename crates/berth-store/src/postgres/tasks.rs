@@ -205,11 +205,12 @@ pub(super) async fn count_tasks(s: &PgStore, tenant: &str, status: TaskStatus) -
     Ok(n)
 }
 
-pub(super) async fn running_counts(s: &PgStore) -> Result<Vec<(String, i64)>> {
+/// Tasks in one status per tenant, in tenant order.
+pub(super) async fn counts_in(s: &PgStore, status: TaskStatus) -> Result<Vec<(String, i64)>> {
     let counts = sqlx::query_as(
         "SELECT tenant, COUNT(*) FROM tasks WHERE status = $1 GROUP BY tenant ORDER BY tenant",
     )
-    .bind(TaskStatus::Running.as_str())
+    .bind(status.as_str())
     .fetch_all(&s.pool)
     .await?;
     Ok(counts)

@@ -203,11 +203,12 @@ pub(super) async fn count_tasks(s: &SqliteStore, tenant: &str, status: TaskStatu
     Ok(n)
 }
 
-pub(super) async fn running_counts(s: &SqliteStore) -> Result<Vec<(String, i64)>> {
+/// Tasks in one status per tenant, in tenant order.
+pub(super) async fn counts_in(s: &SqliteStore, status: TaskStatus) -> Result<Vec<(String, i64)>> {
     let counts = sqlx::query_as(
         "SELECT tenant, COUNT(*) FROM tasks WHERE status = ? GROUP BY tenant ORDER BY tenant",
     )
-    .bind(TaskStatus::Running.as_str())
+    .bind(status.as_str())
     .fetch_all(&s.pool)
     .await?;
     Ok(counts)
