@@ -31,6 +31,9 @@ pub async fn require_key(
         .authenticate(presented)
         .await?
         .ok_or_else(ApiError::unauthorized)?;
+    // The request's log line names who made it (the server's access log
+    // declares the field; without it this records nothing).
+    tracing::Span::current().record("tenant", tenant.as_str());
     req.extensions_mut().insert(Tenant(tenant));
     Ok(next.run(req).await)
 }

@@ -8,7 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use berth_contract::{Task, TaskList};
 use berth_core::{PayloadKind, TaskFilter, TaskId, TaskRecord, TaskStatus};
-use berth_scheduler::CallResult;
+use berth_scheduler::{CallResult, Payload};
 
 use crate::AppState;
 use crate::auth::Tenant;
@@ -261,14 +261,28 @@ pub async fn cancel(
     Ok(Json(Task::from(&task)))
 }
 
+/// `?follow=true`: a running task's payload streams until the task ends.
+fn follow_param(params: &HashMap<String, String>) -> ApiResult<bool> {
+    match params.get("follow").map(String::as_str) {
+        None | Some("false" | "0") => Ok(false),
+        Some("true" | "1" | "") => Ok(true),
+        Some(_) => Err(ApiError::bad_request("follow must be true or false")),
+    }
+}
+
 async fn payload(
     state: &AppState,
     tenant: &str,
     id: &str,
     kind: PayloadKind,
     content_type: &'static str,
+    follow: bool,
 ) -> ApiResult<Response> {
     let task = load(state, tenant, id).await?;
+    if follow && !task.status.is_terminal() {
+        let followed = state.tasks.follow(&task, kind).await?;
+        return Ok(payload_response(&task, followed, content_type));
+    }
     payload_of(state, &task, kind, content_type).await
 }
 
@@ -280,6 +294,10 @@ async fn payload_of(
     content_type: &'static str,
 ) -> ApiResult<Response> {
     let payload = state.tasks.payload(task, kind).await?;
+    Ok(payload_response(task, payload, content_type))
+}
+
+fn payload_response(task: &TaskRecord, payload: Payload, content_type: &'static str) -> Response {
     let mut resp = Response::new(Body::from_stream(payload.body));
     let h = resp.headers_mut();
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -289,49 +307,59 @@ async fn payload_of(
     if let Ok(v) = HeaderValue::from_str(task.status.as_str()) {
         h.insert("x-berth-task-status", v);
     }
-    Ok(resp)
+    resp
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/output", tag = "tasks", operation_id = "get_task_output",
-    params(("id" = String, Path, description = "task id")),
+    params(("id" = String, Path, description = "task id"),
+        ("follow" = Option<bool>, Query, description = "`true`: if the task is queued or running, stream its output as it is written until the task ends (live where the task runs on the replica answering)")),
     responses(
-        (status = 200, description = "the finished task's stdout", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "the finished task's stdout; with `follow=true`, a running task's, streamed to its end", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 400, body = berth_contract::ErrorBody),
         (status = 404, body = berth_contract::ErrorBody),
-        (status = 409, description = "not finished yet", body = berth_contract::ErrorBody)),
+        (status = 409, description = "not finished yet (and not followed)", body = berth_contract::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn output(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     TaskPath(id): TaskPath,
+    Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    let follow = follow_param(&params)?;
     payload(
         &state,
         &tenant,
         &id,
         PayloadKind::Output,
         "application/octet-stream",
+        follow,
     )
     .await
 }
 
 #[utoipa::path(get, path = "/v1/tasks/{id}/logs", tag = "tasks", operation_id = "get_task_logs",
-    params(("id" = String, Path, description = "task id")),
+    params(("id" = String, Path, description = "task id"),
+        ("follow" = Option<bool>, Query, description = "`true`: if the task is queued or running, stream its stderr as it is written until the task ends (live where the task runs on the replica answering)")),
     responses(
-        (status = 200, description = "the finished task's stderr (capped; empty when it wrote none)", content_type = "text/plain", body = String),
+        (status = 200, description = "the finished task's stderr (capped; empty when it wrote none); with `follow=true`, a running task's, streamed to its end", content_type = "text/plain", body = String),
+        (status = 400, body = berth_contract::ErrorBody),
         (status = 404, body = berth_contract::ErrorBody),
-        (status = 409, description = "not finished yet", body = berth_contract::ErrorBody)),
+        (status = 409, description = "not finished yet (and not followed)", body = berth_contract::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn logs(
     State(state): State<AppState>,
     Extension(Tenant(tenant)): Extension<Tenant>,
     TaskPath(id): TaskPath,
+    Query(params): Query<HashMap<String, String>>,
 ) -> ApiResult<Response> {
+    let follow = follow_param(&params)?;
     payload(
         &state,
         &tenant,
         &id,
         PayloadKind::Logs,
         "text/plain; charset=utf-8",
+        follow,
     )
     .await
 }

@@ -45,6 +45,7 @@ pub fn router(reg: Arc<Registry>) -> Router {
 }
 
 async fn handle(State(reg): State<Arc<Registry>>, req: Request) -> Response {
+    let req = count_received(&reg, req);
     let mut resp = match serve(&reg, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -52,6 +53,22 @@ async fn handle(State(reg): State<Arc<Registry>>, req: Request) -> Response {
     resp.headers_mut()
         .insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
     resp
+}
+
+/// Counts the bytes of a body that may carry content (an upload, a
+/// manifest) as they are read.
+fn count_received(reg: &Registry, req: Request) -> Request {
+    if !matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+        return req;
+    }
+    let metrics = reg.metrics.clone();
+    req.map(|body| {
+        Body::from_stream(body.into_data_stream().inspect(move |piece| {
+            if let Ok(piece) = piece {
+                metrics.received(piece.len() as u64);
+            }
+        }))
+    })
 }
 
 /// Where a request goes, parsed from the path after `/v2/`.
@@ -102,6 +119,8 @@ async fn serve(reg: &Registry, req: Request) -> Result<Response, RegistryError> 
         None => None,
     }
     .ok_or(RegistryError::Unauthorized)?;
+    // For the embedding server's request log, if it declares the field.
+    tracing::Span::current().record("tenant", principal.tenant.as_str());
 
     let path = req.uri().path().to_owned();
     let Some(route) = route(&path) else {
@@ -288,6 +307,8 @@ async fn get_manifest(
     let body = if method == Method::HEAD {
         Body::empty()
     } else {
+        reg.metrics.pulled();
+        reg.metrics.sent(m.bytes.len() as u64);
         Body::from(m.bytes)
     };
     let mut resp = (StatusCode::OK, body).into_response();
@@ -311,6 +332,7 @@ async fn put_manifest(
     let (digest, subject) = reg
         .put_manifest(repo, reference, bytes, content_type.as_deref())
         .await?;
+    reg.metrics.pushed();
     let mut headers = vec![
         (
             header::LOCATION,
@@ -419,7 +441,7 @@ async fn get_blob(
         }
     };
     let len = blob.len;
-    let mut resp = (status, blob_body(blob)).into_response();
+    let mut resp = (status, blob_body(blob, reg.metrics.clone())).into_response();
     let h = resp.headers_mut();
     h.extend(base);
     h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));

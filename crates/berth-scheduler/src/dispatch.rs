@@ -137,7 +137,9 @@ impl TaskManager {
         // by re-reading the status.
         let cancel = self.track(id, &task.tenant, TaskKind::Async, task.epoch);
         match self.store.get_task(&task.tenant, id).await {
-            Ok(Some(t)) if t.status == TaskStatus::Running && t.epoch == task.epoch => {}
+            Ok(Some(t)) if t.status == TaskStatus::Running && t.epoch == task.epoch => {
+                crate::journal::started(task, &self.cfg.node_id);
+            }
             Ok(_) => {
                 debug!(task = %id, "task changed hands before it started; skipping");
                 self.untrack(id);
@@ -160,6 +162,8 @@ impl TaskManager {
             Err(Unfinished::Lost(error)) if attempt < task.max_attempts => {
                 info!(task = %id, attempt, error = %error.message,
                     "attempt lost; the task goes back to the queue");
+                crate::journal::requeued(task, "lost");
+                self.count_requeue(task, "lost");
                 if let Err(se) = self.store.requeue_task(fence).await {
                     warn!(task = %id, error = %se, "could not requeue; its lease will lapse");
                 }
@@ -174,6 +178,8 @@ impl TaskManager {
             )),
             Err(Unfinished::Refused(e)) => {
                 debug!(task = %id, error = %e, "executor refused; task goes back to the queue");
+                crate::journal::requeued(task, "refused");
+                self.count_requeue(task, "refused");
                 if let Err(se) = self.store.release_task(fence).await {
                     warn!(task = %id, error = %se, "could not release task");
                 }
@@ -183,8 +189,11 @@ impl TaskManager {
                 return;
             }
         };
+        let mode = self.mode_of(task).await;
         match self.record(fence, &finish).await {
             Ok(true) => {
+                crate::journal::ended(task, &finish);
+                self.count_end(task, mode, &finish);
                 let _ = self.finished.send(id);
             }
             // Cancelled, recovered or claimed again meanwhile: the other
@@ -277,7 +286,8 @@ impl TaskManager {
         Ok(finish)
     }
 
-    /// Writes stdout to the task's output file. Returns the writer (not yet
+    /// Writes stdout to the task's output file, and to a tap for those
+    /// following it. Returns the writer (not yet
     /// committed) and whether the size cap was hit, in which case the
     /// receiver is dropped, which kills the function.
     async fn collect_output(
@@ -293,6 +303,7 @@ impl TaskManager {
                 return (None, false);
             }
         };
+        let tap = self.taps.open(id, PayloadKind::Output, epoch);
         while let Some(chunk) = stdout.recv().await {
             if writer.written() + chunk.len() as u64 > self.cfg.max_output_bytes {
                 return (Some(writer), true);
@@ -301,6 +312,7 @@ impl TaskManager {
                 warn!(task = %id, error = %e, "output write failed");
                 return (None, false);
             }
+            tap.push(&chunk);
         }
         (Some(writer), false)
     }

@@ -19,15 +19,21 @@
 //! - `submit` and `dispatch`: accepting async tasks, claiming and running them;
 //! - `outcome`: how an attempt's end becomes the task's final state;
 //! - `lifecycle`: start-up recovery, background loops, shutdown;
-//! - `tasks`: reading, waiting for and cancelling tasks;
+//! - `tasks`: reading, waiting for and cancelling tasks; `follow`: their
+//!   logs and output while they run;
 //! - `tenants` and `keys`: who may do what, and API keys;
 //! - `quota`, `logs`, `cgi`: quotas, stored stderr, the CGI environment.
+//! - `metrics` and `timed_store`: what calls, the queue and the store
+//!   operations tell the metrics, and the scrape.
 
 mod cgi;
 mod dispatch;
+mod follow;
+mod journal;
 mod keys;
 mod lifecycle;
 mod logs;
+mod metrics;
 mod outcome;
 mod placement;
 mod quota;
@@ -36,6 +42,7 @@ mod submit;
 mod sync_call;
 mod tasks;
 mod tenants;
+mod timed_store;
 mod versions;
 
 #[cfg(any(test, feature = "testing"))]
@@ -54,6 +61,8 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 
 pub use berth_executor::{InputStream, ResponseHead};
+/// The `Content-Type` of [`TaskManager::metrics`].
+pub use berth_metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use cgi::cgi_env;
 pub use keys::{generate_key, hash_key};
 pub use submit::Submitted;
@@ -177,6 +186,9 @@ pub struct Config {
     pub limits: Limits,
     /// Every tenant's quotas unless the admin set its own.
     pub quotas: Quotas,
+    /// Where this TaskManager's series go (and its store operations'
+    /// timings); a clone of the config records into the same ones.
+    pub metrics: Arc<berth_metrics::Metrics>,
 }
 
 impl Default for Config {
@@ -194,6 +206,7 @@ impl Default for Config {
             retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
             quotas: Quotas::default(),
+            metrics: Arc::default(),
         }
     }
 }
@@ -227,6 +240,12 @@ pub struct TaskManager {
     routing: routing::Routing,
     quotas: Arc<quota::QuotaBook>,
     keys: keys::KeyCache,
+    /// What running attempts store, for those following them.
+    taps: follow::Taps,
+    /// The mode of versions attempts were built of, for counting ends.
+    modes: metrics::ModeBook,
+    /// Held by a scrape while it reads the gauges and renders them.
+    scrape: tokio::sync::Mutex<()>,
 }
 
 impl TaskManager {
@@ -237,6 +256,10 @@ impl TaskManager {
         cfg: Config,
     ) -> Arc<Self> {
         let cfg_quotas = cfg.quotas;
+        let store: Arc<dyn Store> = Arc::new(timed_store::TimedStore::new(
+            store,
+            cfg.metrics.store().clone(),
+        ));
         Arc::new(Self {
             store,
             payloads,
@@ -252,6 +275,9 @@ impl TaskManager {
             routing: routing::Routing::default(),
             quotas: quota::QuotaBook::new(cfg_quotas),
             keys: keys::KeyCache::default(),
+            taps: follow::Taps::default(),
+            modes: metrics::ModeBook::default(),
+            scrape: tokio::sync::Mutex::new(()),
         })
     }
 

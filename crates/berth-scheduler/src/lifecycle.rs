@@ -73,7 +73,10 @@ impl TaskManager {
         match what {
             Invalidation::Keys { tenant } => self.forget_keys(tenant),
             Invalidation::Quotas { tenant } => self.quotas.forget(tenant),
-            Invalidation::Function { tenant, name } => self.routing.forget(tenant, name),
+            Invalidation::Function { tenant, name } => {
+                self.routing.forget(tenant, name);
+                self.modes.forget(tenant, name);
+            }
         }
     }
 
@@ -81,6 +84,7 @@ impl TaskManager {
         self.keys_forget_all();
         self.quotas.forget_all();
         self.routing.forget_all();
+        self.modes.forget_all();
     }
 
     /// Follows the store's events: queued work wakes the dispatcher, a
@@ -213,7 +217,11 @@ impl TaskManager {
                     .await;
                 continue;
             }
-            match self.store.recover(None).await {
+            let recovered = self.store.recover(None).await;
+            if let Ok(r) = &recovered {
+                self.count_recovery(r);
+            }
+            match recovered {
                 Ok(r) if !r.requeued.is_empty() => {
                     debug!(n = r.requeued.len(), "requeued tasks with lapsed leases");
                     self.wake.notify_one();
@@ -243,6 +251,7 @@ impl TaskManager {
                 .await;
         }
         if left.is_empty() {
+            self.taps.close();
             self.shutdown_executors().await;
             return;
         }
@@ -267,6 +276,8 @@ impl TaskManager {
         while !async_running().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Those following tasks that now go on elsewhere are let go.
+        self.taps.close();
         self.shutdown_executors().await;
     }
 
@@ -280,6 +291,7 @@ impl TaskManager {
     /// left running and removes its orphaned containers.
     pub async fn recover_at_start(&self) -> Result<(), SchedError> {
         let r = self.store.recover(Some(&self.cfg.node_id)).await?;
+        self.count_recovery(&r);
         if !r.requeued.is_empty() || !r.failed.is_empty() {
             info!(
                 requeued = r.requeued.len(),

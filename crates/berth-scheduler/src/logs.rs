@@ -13,17 +13,27 @@ use tokio::sync::mpsc;
 use tracing::warn;
 
 use crate::TaskManager;
+use crate::follow::TapWriter;
 
 impl TaskManager {
-    /// Drains stderr into the task's log file, capped (see [`collect`]).
-    /// Drains stderr into the logs of this attempt (its epoch), capped.
+    /// Drains stderr into the logs of this attempt (its epoch), capped
+    /// (see [`collect`]), and into a tap for those following them.
     pub(crate) async fn collect_logs(
         &self,
         id: TaskId,
         epoch: i64,
         stderr: mpsc::Receiver<Bytes>,
     ) -> Option<PayloadWriter> {
-        collect(&self.payloads, id, epoch, stderr, self.cfg.max_log_bytes).await
+        let tap = self.taps.open(id, PayloadKind::Logs, epoch);
+        collect(
+            &self.payloads,
+            id,
+            epoch,
+            stderr,
+            self.cfg.max_log_bytes,
+            Some(&tap),
+        )
+        .await
     }
 
     pub(crate) async fn commit_logs(&self, id: TaskId, logs: Option<PayloadWriter>) {
@@ -36,14 +46,16 @@ impl TaskManager {
 }
 
 /// Drains `stderr` into the task's log payload, keeping at most `cap`
-/// bytes of it plus the truncation line. Returns the writer to commit,
-/// `None` when nothing was written (or storing failed).
+/// bytes of it plus the truncation line; what is written goes to `tap`
+/// too. Returns the writer to commit, `None` when nothing was written (or
+/// storing failed).
 pub(crate) async fn collect(
     payloads: &Payloads,
     id: TaskId,
     epoch: i64,
     mut stderr: mpsc::Receiver<Bytes>,
     cap: u64,
+    tap: Option<&TapWriter<'_>>,
 ) -> Option<PayloadWriter> {
     // The file is made on the first byte: most calls write no stderr,
     // and a file (with its fsyncs) per call is most of a warm call's
@@ -72,13 +84,16 @@ pub(crate) async fn collect(
         }
         let Some(w) = writer.as_mut() else { continue };
         let room = usize::try_from(cap.saturating_sub(w.written())).unwrap_or(usize::MAX);
-        let part = &chunk[..chunk.len().min(room)];
+        let part = chunk.slice(..chunk.len().min(room));
         if let Some(&last) = part.last() {
-            if let Err(e) = w.write(part).await {
+            if let Err(e) = w.write(&part).await {
                 warn!(task = %id, error = %e, "log write failed");
                 writer = None;
                 failed = true;
                 continue;
+            }
+            if let Some(tap) = tap {
+                tap.push(&part);
             }
             ends_a_line = last == b'\n';
         }
@@ -86,12 +101,19 @@ pub(crate) async fn collect(
     }
     if dropped > 0
         && let Some(w) = writer.as_mut()
-        && let Err(e) = w
-            .write(truncation_line(cap, dropped, ends_a_line).as_bytes())
-            .await
     {
-        warn!(task = %id, error = %e, "log write failed");
-        writer = None;
+        let line = Bytes::from(truncation_line(cap, dropped, ends_a_line));
+        match w.write(&line).await {
+            Ok(()) => {
+                if let Some(tap) = tap {
+                    tap.push(&line);
+                }
+            }
+            Err(e) => {
+                warn!(task = %id, error = %e, "log write failed");
+                writer = None;
+            }
+        }
     }
     writer
 }
@@ -120,7 +142,7 @@ mod tests {
                 tx.send(c).await.unwrap();
             }
         });
-        let writer = collect(&payloads, id, 1, rx, cap).await;
+        let writer = collect(&payloads, id, 1, rx, cap, None).await;
         feed.await.unwrap();
         writer?.commit().await.unwrap();
         let blob = payloads.open(id, PayloadKind::Logs, 1).await.unwrap()?;

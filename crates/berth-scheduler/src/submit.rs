@@ -46,6 +46,7 @@ impl TaskManager {
             None => false,
         };
         if queued >= i64::from(q.max_queued_tasks) && !replay {
+            self.count_quota_refusal(&task, v.config.mode);
             return Err(SchedError::QuotaExceeded(format!(
                 "tenant {tenant:?} already has {queued} tasks queued, its max_queued_tasks quota"
             )));
@@ -99,7 +100,7 @@ impl TaskManager {
             }
         };
         match inserted {
-            Ok(None | Some(Idempotent::Inserted)) => {}
+            Ok(None | Some(Idempotent::Inserted)) => crate::journal::queued(&task),
             Ok(Some(Idempotent::Existing {
                 task: first,
                 same_request,

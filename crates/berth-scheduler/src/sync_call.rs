@@ -97,9 +97,10 @@ impl TaskManager {
             .insert_running(&task, &self.lease(), q.max_concurrent_tasks)
             .await
         {
-            Ok(true) => {}
+            Ok(true) => crate::journal::started(&task, &self.cfg.node_id),
             Ok(false) => {
                 self.untrack(task.id);
+                self.count_quota_refusal(&task, v.config.mode);
                 return Err(self.concurrency_refusal(tenant, &q));
             }
             Err(e) => {
@@ -115,6 +116,8 @@ impl TaskManager {
                 if let Err(se) = self.store.finish_task(fence, &finish).await {
                     warn!(task = %task.id, error = %se, "could not record failed start");
                 }
+                crate::journal::ended(&task, &finish);
+                self.count_end(&task, Some(v.config.mode), &finish);
                 return Err(e);
             }
         };
@@ -127,6 +130,8 @@ impl TaskManager {
             done,
         } = inv;
         let id = task.id;
+        let record = task.clone();
+        let mode = v.config.mode;
         tokio::spawn(async move {
             let logs = this.collect_logs(id, 1, stderr);
             let (reported, logs) = tokio::join!(done, logs);
@@ -153,6 +158,8 @@ impl TaskManager {
             if let Err(e) = this.store.finish_task(fence, &finish).await {
                 warn!(task = %id, error = %e, "could not record sync result");
             }
+            crate::journal::ended(&record, &finish);
+            this.count_end(&record, Some(mode), &finish);
             this.untrack(id);
             let _ = result_tx.send(CallResult {
                 outcome: finish.outcome,

@@ -130,6 +130,7 @@ impl TaskManager {
             return Err(SchedError::TaskFinished(status));
         }
         self.kill_local(id);
+        self.count_cancel(tenant, id).await;
         // The attempt may run on another replica of the set.
         if let Err(e) = self.store.notify(&Event::Cancelled(id)).await {
             warn!(task = %id, error = %e, "could not tell other replicas of a cancel; \

@@ -13,16 +13,21 @@
 //! One file per job of the scheduler:
 //! - `sync_calls`: invoke, its outcomes, its body limit, a failed start;
 //! - `dispatch`: the async queue, its retries, refusals, cancels, limits;
+//! - `follow`: a task's output and logs while it runs;
 //! - `quotas`: concurrency and queue quotas, idempotency keys;
 //! - `lifecycle`: drain and start-up recovery;
+//! - `metrics`: what calls and the queue tell the metrics, and who may
+//!   read them;
 //! - `versions`: routing to versions, redeploys, deletes, image checks;
 //! - `tenants`: who may manage tenants, and API keys;
 //! - `set`: two replicas over one store (quotas, fencing, singletons,
 //!   invalidation, drain), on SQLite and PostgreSQL.
 
 mod dispatch;
+mod follow;
 mod gated;
 mod lifecycle;
+mod metrics;
 mod quotas;
 mod set;
 mod sync_calls;

@@ -7,6 +7,7 @@
 //! rule in `registry`, the agent checks in `agent`, the data directory's
 //! layout and permissions in `data_dir`.
 
+mod access_log;
 mod agent;
 mod data_dir;
 mod registry;
