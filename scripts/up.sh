@@ -38,7 +38,7 @@ else
 fi
 
 export BERTH_DATA_DIR="$data_dir" BERTH_URL="$url"
-"$berth" fn deploy image-ops --image berth-example/image-ops:latest --memory 512 --timeout 30 >/dev/null
+"$berth" fn deploy image-ops --image berth-example/image-ops:latest --memory 512MiB --timeout 30s >/dev/null
 echo
 echo "Berth is running on $url with the function 'image-ops' deployed."
 echo "The admin API key is in $data_dir/admin.key. Try:"

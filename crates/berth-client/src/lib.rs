@@ -25,7 +25,7 @@ pub enum ClientError {
         status: StatusCode,
         error: Box<ErrorObject>,
     },
-    #[error("invalid server URL {0:?}")]
+    #[error("invalid server URL {0:?}: write it as http://HOST:PORT or https://HOST[:PORT]")]
     BadUrl(String),
     /// `.` and `..` can never be names, and no URL can carry them as one.
     #[error("{0:?} is not a valid name")]
@@ -36,7 +36,7 @@ pub enum ClientError {
 
 fn task_hint(e: &ErrorObject) -> String {
     match &e.task_id {
-        Some(id) => format!("; task {id} (berth task logs {id})"),
+        Some(id) => format!("; task {id} (its logs: berth logs {id})"),
         None => String::new(),
     }
 }
@@ -92,7 +92,12 @@ pub struct Client {
 impl Client {
     pub fn new(base: &str, key: &str) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
-        reqwest::Url::parse(&base).map_err(|_| ClientError::BadUrl(base.clone()))?;
+        // `localhost:8080` parses as a URL of scheme `localhost`: only
+        // http and https with a host are addresses of a server.
+        let url = reqwest::Url::parse(&base).map_err(|_| ClientError::BadUrl(base.clone()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(ClientError::BadUrl(base));
+        }
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
@@ -190,9 +195,10 @@ impl Client {
     }
 
     /// Calls a function; the answer's body is the function's output,
-    /// still streaming.
+    /// still streaming. The call's `path`, if any, follows `/invoke`.
     pub async fn invoke(&self, name: &str, query: Option<&str>, req: Call) -> Result<Response> {
-        self.send(self.call(&["v1", "functions", name, "invoke"], query, req)?)
+        let path = req.path.clone().unwrap_or_default();
+        self.send(self.call(&invoke_segments(name, &path), query, req)?)
             .await
     }
 
@@ -213,7 +219,8 @@ impl Client {
     fn call(&self, segments: &[&str], query: Option<&str>, req: Call) -> Result<RequestBuilder> {
         // The query is the function's own, passed through as given.
         let url = self.url(segments, query)?;
-        let mut b = self.http.request(Method::POST, url).bearer_auth(&self.key);
+        let method = req.method.unwrap_or(Method::POST);
+        let mut b = self.http.request(method, url).bearer_auth(&self.key);
         if let Some(ct) = req.content_type {
             b = b.header(reqwest::header::CONTENT_TYPE, ct);
         }
@@ -253,14 +260,32 @@ impl Client {
 
     /// A finished task's stdout, streaming.
     pub async fn output(&self, id: &str) -> Result<Response> {
-        self.send(self.request(Method::GET, &["v1", "tasks", id, "output"])?)
-            .await
+        self.payload(id, "output", false).await
     }
 
     /// A finished task's stderr, streaming.
     pub async fn logs(&self, id: &str) -> Result<Response> {
-        self.send(self.request(Method::GET, &["v1", "tasks", id, "logs"])?)
-            .await
+        self.payload(id, "logs", false).await
+    }
+
+    /// A task's stdout; if it has not finished, streamed as it is written
+    /// until it ends.
+    pub async fn follow_output(&self, id: &str) -> Result<Response> {
+        self.payload(id, "output", true).await
+    }
+
+    /// A task's stderr; if it has not finished, streamed as it is written
+    /// until it ends.
+    pub async fn follow_logs(&self, id: &str) -> Result<Response> {
+        self.payload(id, "logs", true).await
+    }
+
+    async fn payload(&self, id: &str, which: &str, follow: bool) -> Result<Response> {
+        let mut req = self.request(Method::GET, &["v1", "tasks", id, which])?;
+        if follow {
+            req = req.query(&[("follow", "true")]);
+        }
+        self.send(req).await
     }
 
     pub async fn create_tenant(&self, req: &CreateTenant) -> Result<CreatedTenant> {
@@ -303,6 +328,11 @@ pub struct Call {
     pub body: reqwest::Body,
     pub content_type: Option<String>,
     pub headers: Vec<(String, String)>,
+    /// The HTTP method [default: POST].
+    pub method: Option<Method>,
+    /// The function's own request path, after `/invoke` (sync calls);
+    /// each of its segments is escaped.
+    pub path: Option<String>,
 }
 
 impl Call {
@@ -317,6 +347,14 @@ impl Call {
         self.headers.push((name.to_owned(), value.to_owned()));
         self
     }
+}
+
+/// The segments of a sync call's URL: the function's own path after
+/// `/invoke`, one segment per `/`-separated part.
+fn invoke_segments<'a>(name: &'a str, path: &'a str) -> Vec<&'a str> {
+    let mut segments = vec!["v1", "functions", name, "invoke"];
+    segments.extend(path.split('/').filter(|s| !s.is_empty()));
+    segments
 }
 
 /// Turns an error answer into an error carrying the server's code and
@@ -382,5 +420,52 @@ mod tests {
         );
         let err = c.functions().await.unwrap_err();
         assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn a_server_url_needs_a_scheme_and_a_host() {
+        for bad in [
+            "localhost:8080",
+            "127.0.0.1:8080",
+            "ftp://h",
+            "http://",
+            "unix:/x",
+        ] {
+            let err = Client::new(bad, "k").err();
+            assert!(
+                matches!(err, Some(ClientError::BadUrl(_))),
+                "{bad}: {err:?}"
+            );
+        }
+        assert!(Client::new("https://berth.example", "k").is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_call_carries_its_method_and_path() {
+        let c = Client::new("http://127.0.0.1:9", "k").unwrap();
+        let put = |path: &str| Call {
+            method: Some(Method::PUT),
+            path: Some(path.into()),
+            ..Call::new("x")
+        };
+        let refused = c.call(&invoke_segments("f", "/a/../c"), None, put("/a/../c"));
+        assert!(
+            matches!(refused, Err(ClientError::BadName(_))),
+            "`..` refused"
+        );
+        let req = c
+            .call(
+                &invoke_segments("f", "/a b/c/"),
+                Some("q=1"),
+                put("/a b/c/"),
+            )
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_eq!(req.method(), Method::PUT);
+        assert_eq!(
+            req.url().as_str(),
+            "http://127.0.0.1:9/v1/functions/f/invoke/a%20b/c?q=1"
+        );
     }
 }

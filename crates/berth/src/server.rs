@@ -10,9 +10,6 @@ use crate::quota_flags::ServerQuotas;
 
 #[derive(Args, Debug)]
 pub struct ServerArgs {
-    /// Directory for the database, task payloads, the registry and the admin key [default: ~/.berth]
-    #[arg(long, env = "BERTH_DATA_DIR")]
-    data_dir: Option<PathBuf>,
     /// Where the control-plane state lives: a postgres:// URL shared by the
     /// replicas of a set [default: SQLite in the data directory]
     #[arg(long, env = "BERTH_STORE", hide_env_values = true)]
@@ -23,7 +20,7 @@ pub struct ServerArgs {
     /// plain-HTTP endpoint) from the environment [default: the data directory]
     #[arg(long, env = "BERTH_BLOB_STORE")]
     blob_store: Option<String>,
-    /// Address to listen on.
+    /// Address to listen on, IP:PORT.
     #[arg(long, env = "BERTH_LISTEN", default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
     /// Async tasks this server runs at once.
@@ -62,14 +59,29 @@ pub struct ServerArgs {
     /// engine's own default (runc).
     #[arg(long, env = "BERTH_RUNTIME")]
     runtime: Option<String>,
+    /// How log lines are written to stderr: `text` (coloured only on a
+    /// terminal) or `json` (one object per line, for log collectors).
+    /// Which lines: `BERTH_LOG`, e.g. `info` (the default),
+    /// `berth::http=info,berth::task=off,warn`.
+    #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     #[command(flatten)]
     quotas: ServerQuotas,
 }
 
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 impl ServerArgs {
-    pub fn into_config(self) -> berth_server::Config {
+    /// The server's config; `data_dir` is the global `--data-dir`: the
+    /// directory for the database, task payloads, the registry and the
+    /// admin key.
+    pub fn into_config(self, data_dir: PathBuf) -> berth_server::Config {
         berth_server::Config {
-            data_dir: self.data_dir.unwrap_or_else(berth_server::default_data_dir),
+            data_dir,
             store: self.store,
             blob_store: self.blob_store,
             listen: self.listen,
@@ -89,13 +101,24 @@ impl ServerArgs {
     }
 }
 
-/// Logs go to stderr, filtered by `BERTH_LOG` (default `info`).
-pub fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
-                .unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+/// Logs go to stderr, filtered by `BERTH_LOG` (default `info`; the
+/// request lines are `berth::http`, the task transitions `berth::task`).
+pub fn init_logging(format: LogFormat) {
+    use std::io::IsTerminal as _;
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| "info".into());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        // The request's span fields (tenant, function, path) ride along in
+        // `span`; the event's own are flattened to the top level.
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_span_list(false)
+            .init(),
+    }
 }

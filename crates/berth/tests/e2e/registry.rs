@@ -609,7 +609,15 @@ async fn registry_gc_command_sweeps_unreferenced_blobs() {
 
     let gc = |grace: &str| {
         let out = run(Command::new(env!("CARGO_BIN_EXE_berth"))
-            .args(["registry", "gc", "--grace-minutes", grace, "--data-dir"])
+            .args([
+                "registry",
+                "gc",
+                "-o",
+                "json",
+                "--grace-minutes",
+                grace,
+                "--data-dir",
+            ])
             .arg(server.data_dir()));
         serde_json::from_slice::<Value>(&out.stdout).unwrap()
     };

@@ -89,6 +89,8 @@ if dd if=/dev/zero of=/tmp/fill bs=1M count=100 2>/dev/null; then echo "tmp: unb
             "--image",
             BUSYBOX,
             "--run-as-root",
+            "-o",
+            "json",
         ])
         .args(["--", "/bin/sh", "-c", "id -u"])
         .env("BERTH_DATA_DIR", server.data_dir())
