@@ -1,7 +1,7 @@
 # Sourced by the other scripts: makes this Debian host ready to run Berth.
 # Installs what is missing (Docker Engine, a static busybox for test images,
-# curl, skopeo for the registry tests) and starts the engine if none
-# answers. Idempotent.
+# curl, skopeo for the registry tests, promtool for the metrics test) and
+# starts the engine if none answers. Idempotent.
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
@@ -18,6 +18,27 @@ ensure_packages() {
     echo "host: installing ${missing[*]}"
     as_root apt-get update -qq
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+  # promtool checks the /metrics exposition (crates/berth/tests/e2e/metrics.rs).
+  # Debian ships it in the prometheus package; only the tool is wanted, so
+  # nothing it merely recommends (exporters) comes along.
+  if ! command -v promtool >/dev/null 2>&1; then
+    echo "host: installing prometheus (for promtool)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  fi
+}
+
+# The console's end-to-end test (crates/berth/tests/e2e/console.rs) drives
+# Debian's headless Chromium through chromedriver; a font makes its
+# screenshots legible. Only the test suite needs them (scripts/test.sh).
+ensure_browser() {
+  if ! command -v chromedriver >/dev/null 2>&1 || [ ! -x /usr/lib/chromium/chromium ] \
+    || [ ! -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ]; then
+    echo "host: installing chromium, chromium-driver and a font (for the console test)"
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+      chromium chromium-driver fonts-dejavu-core >/dev/null
   fi
 }
 

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite on a fresh Debian machine: prepares the host (Docker
-# Engine, busybox), builds every test image from local static binaries, then
-# runs lints, unit tests and the end-to-end tests against the real engine
+# Engine, busybox, headless Chromium for the console's test), builds every
+# test image from local static binaries, then runs lints, unit tests and the
+# end-to-end tests against the real engine
 # (with a throwaway loopback SeaweedFS for the blob store's S3 backend), and
 # last checks a live server against its OpenAPI document (schemathesis,
 # scripts/api-conformance.sh).
@@ -10,6 +11,7 @@ root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
 . scripts/host.sh
 ensure_host
+ensure_browser # headless Chromium and chromedriver for the console's test
 . scripts/pg.sh && pg_test_cluster # a throwaway PostgreSQL for the store's suite (BERTH_TEST_PG_URL)
 
 echo "== test images"

@@ -144,6 +144,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         },
         addr.port(),
     );
+    // One set of series for the whole process, served at `/metrics`.
+    let metrics = Arc::new(berth_metrics::Metrics::new());
     let executor = DockerExecutor::new(DockerConfig {
         node_id: node_id.clone(),
         boot_id: hex::encode(rand::random::<[u8; 8]>()),
@@ -151,6 +153,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         agent,
         run_dir: data_dir.join("run"),
         runtime: cfg.runtime.clone().filter(|r| !r.is_empty()),
+        metrics: metrics.pools().clone(),
         ..DockerConfig::default()
     });
     let pull = PullCredential::generate();
@@ -169,6 +172,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         max_log_bytes: cfg.max_log_bytes,
         retention: cfg.retention,
         quotas: cfg.quotas,
+        metrics: Arc::clone(&metrics),
         ..berth_scheduler::Config::default()
     };
     let tasks = TaskManager::new(
@@ -198,7 +202,10 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
 
     let registry_auth = Arc::new(KeyAuthenticator::new(&pull));
     registry_auth.set_tasks(Arc::clone(&tasks));
-    let registry = Arc::new(open_registry(&data_dir, index, blobs.clone(), registry_auth).await?);
+    let registry = open_registry(&data_dir, index, blobs.clone(), registry_auth)
+        .await?
+        .with_metrics(metrics.registry().clone());
+    let registry = Arc::new(registry);
     if let Some(every) = cfg.registry_gc_every {
         // Runs on the one replica holding the registry's maintenance lease.
         berth_registry::spawn_maintenance(
@@ -220,11 +227,15 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }));
 
     // The registry's routes carry their own (absent) body limit: image
-    // layers are streamed to the blob store whatever their size.
-    let app = berth_api::router(AppState {
-        tasks: Arc::clone(&tasks),
-    })
-    .merge(berth_registry::router(registry));
+    // layers are streamed to the blob store whatever their size. The
+    // console's are static files that call the API from the browser.
+    let app = crate::access_log::layer(
+        berth_api::router(AppState {
+            tasks: Arc::clone(&tasks),
+        })
+        .merge(berth_registry::router(registry))
+        .merge(berth_console::router()),
+    );
     let url = format!("http://{addr}");
     write_private(&data_dir.join(ENDPOINT_FILE), &format!("{url}\n"))?;
     info!(%url, data_dir = %data_dir.display(), node = %node_id, "berth server listening");
