@@ -1,8 +1,10 @@
 //! Measures a real `berth server` on this machine, each figure against a
 //! baseline taken in the same run, and prints a Markdown section for
 //! docs/BENCHMARKS.md on stdout (progress goes to stderr). It is run by
-//! hand through scripts/bench.sh, never by the test suite: the numbers
-//! depend on the machine and take minutes to gather.
+//! hand, never by the test suite: the numbers depend on the machine and
+//! take minutes to gather. Without a subcommand it measures one server's
+//! warm path (scripts/bench.sh); `set` measures the async queue and the
+//! registry of a set on PostgreSQL and S3 (scripts/bench-set.sh).
 
 mod client;
 mod echo;
@@ -10,6 +12,7 @@ mod machine;
 mod photo;
 mod report;
 mod server;
+mod set;
 mod stats;
 
 use std::path::PathBuf;
@@ -40,8 +43,27 @@ const COLD_INPUT: &[u8] = b"a small stdin for a cold start\n";
 #[derive(Parser, Debug)]
 #[command(
     name = "berth-bench",
-    about = "Benchmarks a berth server against baselines measured in the same run"
+    about = "Benchmarks a berth server against baselines measured in the same run",
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
 )]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// The warm path, throughput and cold starts of one server.
+    #[command(flatten)]
+    warm: Option<Args>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// The async queue of a set (SQLite, PostgreSQL, three replicas) against
+    /// a bare SKIP LOCKED loop, and the registry on S3 against the filesystem.
+    Set(set::SetArgs),
+}
+
+/// The warm path benchmark's flags.
+#[derive(clap::Args, Debug)]
 pub struct Args {
     /// The berth binary to benchmark (a release build).
     #[arg(long)]
@@ -130,15 +152,31 @@ pub struct Results {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let mut args = Args::parse();
-    if args.quick {
-        args.shrink();
-    }
-    // Dropping `run` on ^C drops the server guard, which stops the server
-    // and removes its containers.
-    let outcome = tokio::select! {
-        r = run(&args) => r,
-        _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+    let cli = Cli::parse();
+    // Dropping the run on ^C drops the server guards, which stop the
+    // servers and remove their containers.
+    let outcome = match (cli.command, cli.warm) {
+        (Some(Command::Set(mut args)), _) => {
+            if args.quick {
+                args.shrink();
+            }
+            tokio::select! {
+                r = set::run(&args) => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            }
+        }
+        (None, Some(mut args)) => {
+            if args.quick {
+                args.shrink();
+            }
+            tokio::select! {
+                r = run(&args) => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            }
+        }
+        (None, None) => Err(anyhow!(
+            "nothing to do: pass the warm path's flags (see --help) or a subcommand"
+        )),
     };
     match outcome {
         Ok(markdown) => {

@@ -16,6 +16,21 @@ use berth_contract::{Deployed, FunctionConfig};
 /// something is broken, not slow.
 const PATIENCE: Duration = Duration::from_secs(60);
 
+/// How to start a server; the default is `berth server`'s own default
+/// (SQLite and blobs in the data directory) with a key of its own.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub max_containers: usize,
+    /// `--store`: a postgres:// URL.
+    pub store: Option<String>,
+    /// `--blob-store`: an s3:// URL (credentials from the environment).
+    pub blob_store: Option<String>,
+    /// `BERTH_ADMIN_KEY`: the one key every replica of a set shares.
+    pub admin_key: Option<String>,
+    /// Any further flags.
+    pub args: Vec<String>,
+}
+
 pub struct BerthServer {
     dir: tempfile::TempDir,
     child: Option<Child>,
@@ -29,17 +44,42 @@ pub struct BerthServer {
 
 impl BerthServer {
     pub async fn start(berth: &Path, agent: &Path, max_containers: usize) -> Result<Self> {
+        let options = Options {
+            max_containers,
+            ..Options::default()
+        };
+        Self::start_with(berth, agent, &options).await
+    }
+
+    /// A server as `options` describe it: which store and blob store, a
+    /// shared admin key, any further flags.
+    pub async fn start_with(berth: &Path, agent: &Path, options: &Options) -> Result<Self> {
         let dir = tempfile::Builder::new().prefix("berth-bench.").tempdir()?;
         let log = std::fs::File::create(dir.path().join("server.log"))?;
-        let child = Command::new(berth)
-            .arg("server")
+        let mut cmd = Command::new(berth);
+        cmd.arg("server")
             .arg("--data-dir")
             .arg(dir.path())
             .args(["--listen", "127.0.0.1:0"])
-            .args(["--max-containers", &max_containers.to_string()])
+            .args(["--max-containers", &options.max_containers.to_string()])
             .arg("--agent")
             .arg(agent)
+            .args(&options.args)
+            // Nothing of the caller's environment chooses the setup: what
+            // is not asked for here is the default.
             .env_remove("BERTH_ADMIN_KEY")
+            .env_remove("BERTH_STORE")
+            .env_remove("BERTH_BLOB_STORE");
+        if let Some(store) = &options.store {
+            cmd.args(["--store", store]);
+        }
+        if let Some(blobs) = &options.blob_store {
+            cmd.args(["--blob-store", blobs]);
+        }
+        if let Some(key) = &options.admin_key {
+            cmd.env("BERTH_ADMIN_KEY", key);
+        }
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -83,7 +123,12 @@ impl BerthServer {
                 .map(|s| s.trim().to_owned())
                 .with_context(|| format!("{name} in the data directory"))
         };
-        let (key, node) = (read("admin.key")?, read("node-id")?);
+        // A key from the environment is not written to the data directory.
+        let key = match &options.admin_key {
+            Some(key) => key.clone(),
+            None => read("admin.key")?,
+        };
+        let node = read("node-id")?;
         let admin = Client::new(&url, &key)?;
         server.key = key;
         server.node = node;
@@ -109,7 +154,18 @@ impl BerthServer {
         log_tail(self.dir.path(), lines)
     }
 
-    fn admin(&self) -> Result<&Client> {
+    /// The log's warnings and errors so far.
+    pub fn log_problems(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("server.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// The typed client of the v1 contract, as the admin.
+    pub fn admin(&self) -> Result<&Client> {
         self.admin.as_ref().context("berth server is not up")
     }
 

@@ -88,14 +88,15 @@ impl TaskManager {
         self.keys.lock().clear();
     }
 
-    /// Makes `key` the one admin key: the previous one stops working.
+    /// Makes `key` the one admin key: the previous one stops working. One
+    /// transaction, so a replica of a set starting with the set's key never
+    /// leaves the others a moment without it.
     pub async fn set_admin_key(&self, key: &str) -> Result<(), SchedError> {
         let admin = berth_core::ADMIN_TENANT;
-        self.store.delete_api_keys_labelled(admin, "admin").await?;
-        self.store
-            .put_api_key(admin, &hash_key(key), "admin")
-            .await?;
         self.store.ensure_tenant(admin).await?;
+        self.store
+            .replace_api_keys(admin, Some(&hash_key(key)), "admin")
+            .await?;
         self.invalidate(berth_store::Invalidation::Keys {
             tenant: admin.to_owned(),
         })

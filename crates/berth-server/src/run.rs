@@ -16,7 +16,7 @@ use berth_registry::{GcOptions, RegistryIndex};
 use berth_scheduler::TaskManager;
 use berth_store::{PgStore, SqliteStore, Store};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::ServerError;
 use crate::agent::find_agent;
@@ -249,6 +249,13 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
             tasks.drain(grace).await;
         })
     };
+    // Without TCP_NODELAY the last small write of an answer (a blob's tail
+    // after a full buffer) waits for the client's delayed ACK: ~40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     // In-flight sync calls are drained by the HTTP server itself.
     axum::serve(listener, app)
         .with_graceful_shutdown(signal(shutdown.clone()))
