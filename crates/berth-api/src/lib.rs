@@ -44,9 +44,9 @@ pub fn router(state: AppState) -> Router {
                 .patch(functions::patch)
                 .delete(functions::delete),
         )
-        .route("/functions/{name}/invoke", post(invoke::invoke))
+        .route("/functions/{name}/invoke", invoke_methods())
         // The sub-path is the function's own (see `openapi::InvokeSubPath`).
-        .route("/functions/{name}/invoke/{*path}", post(invoke::invoke))
+        .route("/functions/{name}/invoke/{*path}", invoke_methods())
         .route("/functions/{name}/tasks", post(tasks::submit))
         .route("/tasks", get(tasks::list))
         .route("/tasks/{id}", get(tasks::get).delete(tasks::cancel))
@@ -82,6 +82,28 @@ pub fn router(state: AppState) -> Router {
         // fallbacks' included.
         .layer(middleware::from_fn(connection::close_if_body_unread))
         .with_state(state)
+}
+
+/// A function is called with the method its caller chose: an http-mode
+/// program routes on it, an exec-mode one reads `REQUEST_METHOD`. HEAD is
+/// not a call (axum would otherwise answer it by running the GET handler,
+/// that is the function); OPTIONS neither.
+fn invoke_methods() -> axum::routing::MethodRouter<AppState> {
+    post(invoke::invoke)
+        .get(invoke::invoke)
+        .put(invoke::invoke)
+        .patch(invoke::invoke)
+        .delete(invoke::invoke)
+        .head(head_is_not_a_call)
+}
+
+async fn head_is_not_a_call() -> axum::response::Response {
+    let mut resp = method_not_allowed().await.into_response();
+    resp.headers_mut().insert(
+        axum::http::header::ALLOW,
+        axum::http::HeaderValue::from_static("GET, POST, PUT, PATCH, DELETE"),
+    );
+    resp
 }
 
 async fn not_found() -> ApiError {

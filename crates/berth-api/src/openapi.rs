@@ -62,15 +62,16 @@ struct InvokeSubPath;
 
 impl Modify for InvokeSubPath {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        let Some(mut op) = doc
+        let Some(post) = doc
             .paths
             .get_path_item(INVOKE)
             .and_then(|item| item.post.clone())
         else {
             return;
         };
-        op.operation_id = Some("invoke_function_path".to_owned());
-        op.summary =
+        let mut sub = post.clone();
+        sub.operation_id = Some("invoke_function_path".to_owned());
+        sub.summary =
             Some("Call a function synchronously, with a request path of its own".to_owned());
         let path = Parameter::builder()
             .name("path")
@@ -83,11 +84,26 @@ impl Modify for InvokeSubPath {
                 utoipa::openapi::ObjectBuilder::new().schema_type(Type::String),
             ))
             .build();
-        op.parameters.get_or_insert_with(Vec::new).push(path);
-        doc.paths.paths.insert(
-            INVOKE_SUB_PATH.to_owned(),
-            PathItem::new(utoipa::openapi::HttpMethod::Post, op),
-        );
+        sub.parameters.get_or_insert_with(Vec::new).push(path);
+        // The other methods are the same call with the caller's method,
+        // which the function sees: copies, with ids of their own.
+        for (route, op) in [(INVOKE, post), (INVOKE_SUB_PATH, sub)] {
+            let mut item = PathItem::new(utoipa::openapi::HttpMethod::Post, op.clone());
+            for (method, slot) in [
+                ("get", &mut item.get),
+                ("put", &mut item.put),
+                ("patch", &mut item.patch),
+                ("delete", &mut item.delete),
+            ] {
+                let mut copy = op.clone();
+                copy.operation_id = op.operation_id.as_ref().map(|id| format!("{id}_{method}"));
+                if let Some(body) = copy.request_body.as_mut() {
+                    body.required = Some(Required::False);
+                }
+                *slot = Some(copy);
+            }
+            doc.paths.paths.insert(route.to_owned(), item);
+        }
     }
 }
 

@@ -1077,6 +1077,42 @@ async fn cancelling_a_sync_call_answers_its_caller_409() {
 }
 
 #[tokio::test]
+async fn a_call_keeps_its_callers_method_but_head_is_not_a_call() {
+    let h = harness(false).await;
+    h.deploy("env", json!({"image": "img", "command": ["env"]}))
+        .await;
+    for method in [Method::GET, Method::PUT, Method::PATCH, Method::DELETE] {
+        for uri in [
+            "/v1/functions/env/invoke",
+            "/v1/functions/env/invoke/items/7",
+        ] {
+            let req = Request::builder()
+                .method(method.clone())
+                .uri(uri)
+                .header(header::AUTHORIZATION, bearer(KEY))
+                .body(Body::empty())
+                .unwrap();
+            let r = collect(send(&h.app, req).await).await;
+            assert_eq!(r.status, StatusCode::OK, "{method} {uri}: {}", r.text());
+            let out = r.text();
+            assert!(
+                out.lines().any(|l| l == format!("REQUEST_METHOD={method}")),
+                "{method} {uri}: {out}"
+            );
+        }
+    }
+    let req = Request::builder()
+        .method(Method::HEAD)
+        .uri("/v1/functions/env/invoke")
+        .header(header::AUTHORIZATION, bearer(KEY))
+        .body(Body::empty())
+        .unwrap();
+    let r = collect(send(&h.app, req).await).await;
+    assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(r.header("allow"), Some("GET, POST, PUT, PATCH, DELETE"));
+}
+
+#[tokio::test]
 async fn the_function_sees_the_request_as_cgi_variables() {
     let h = harness(false).await;
     h.deploy(
@@ -1599,7 +1635,7 @@ async fn unknown_routes_and_methods_answer_json() {
         ),
         (
             Some(KEY),
-            Method::GET,
+            Method::OPTIONS,
             "/v1/functions/x/invoke",
             StatusCode::METHOD_NOT_ALLOWED,
             "method_not_allowed",

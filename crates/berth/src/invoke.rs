@@ -139,6 +139,7 @@ pub async fn command(g: &Global, args: InvokeArgs) -> Result<u8> {
     let resp = c.invoke(&args.name, query, call).await;
     upload.finish_and_clear();
     let resp = resp.map_err(|e| match (e.code(), &args.method) {
+        // A server from before functions took any method.
         (Some("method_not_allowed"), Some(m)) => anyhow::anyhow!(
             "{e}\nthis server takes calls to functions only as POST: it cannot pass -X {m} on"
         ),

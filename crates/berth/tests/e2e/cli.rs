@@ -350,6 +350,18 @@ async fn cli_invoke_takes_headers_path_and_waits() {
         b"",
     ));
     assert_eq!(out, "POST /a/b w=1 blue text/plain\n");
+    // -X: the function sees the caller's method.
+    server
+        .deploy("method", &sh("echo \"$REQUEST_METHOD $PATH_INFO\""))
+        .await;
+    for method in ["GET", "PUT", "PATCH", "DELETE"] {
+        let out = ok(berth(
+            &server,
+            &["invoke", "method", "-X", method, "--path", "/x"],
+            b"",
+        ));
+        assert_eq!(out, format!("{method} /x\n"));
+    }
 
     // --wait: the output when it ends in time; the same key, the same task.
     let waited = ok(berth(
