@@ -138,7 +138,7 @@ values = ["conformance", "admin"]
 values = ["conformance", "missing"]
 
 [[operations]]
-include-operation-id = ["invoke_function", "invoke_function_path", "submit_task", "get_function"]
+include-operation-id = ["invoke_function", "invoke_function_get", "invoke_function_put", "invoke_function_patch", "invoke_function_delete", "invoke_function_path", "invoke_function_path_get", "invoke_function_path_put", "invoke_function_path_patch", "invoke_function_path_delete", "submit_task", "get_function"]
 parameters = { "path.name" = { dictionary = "callable", probability = 0.5 } }
 
 [[operations]]
@@ -167,7 +167,7 @@ seed=()
 # single run would sooner or later redeploy `echo` with a generated command
 # or mode while other cases call it. Every operation is in exactly one run:
 # the second takes whatever the first does not.
-calls='^(invoke_function|invoke_function_path|submit_task|list_functions|get_function|list_tasks|get_task|cancel_task|get_task_output|get_task_logs|list_tenants|get_tenant|healthz|readyz|metrics|openapi)$'
+calls='^(invoke_function(_path)?(_(get|put|patch|delete))?|submit_task|list_functions|get_function|list_tasks|get_task|cancel_task|get_task_output|get_task_logs|list_tenants|get_tenant|healthz|readyz|metrics|openapi)$'
 conform() {
   local what=$1
   shift
