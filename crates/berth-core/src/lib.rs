@@ -4,6 +4,7 @@
 //! it is the vocabulary the other crates speak to each other.
 
 mod function;
+mod node;
 mod outcome;
 mod task;
 mod tenant;
@@ -15,6 +16,7 @@ pub mod fuzzing;
 pub use function::{
     FunctionConfig, FunctionSummary, FunctionVersion, InvalidConfig, Limits, Mode, validate_name,
 };
+pub use node::{JoinTokenRecord, NewNode, NodeInstances, NodeRecord, NodeReport, NodeState};
 pub use outcome::{ErrorCode, Outcome, TaskError, UnknownCode};
 pub use task::{
     AttemptEnd, AttemptRecord, Cancel, PayloadKind, RequestMeta, TaskFilter, TaskId, TaskKind,

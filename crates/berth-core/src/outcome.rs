@@ -72,6 +72,9 @@ error_codes! {
     FunctionDeleted = "function_deleted",
     /// The task's stored input is gone.
     InputMissing = "input_missing",
+    /// The executor node running the attempt was lost (killed, cut off,
+    /// reclaimed) before it ended.
+    ExecutorLost = "executor_lost",
 }
 
 impl ErrorCode {

@@ -17,10 +17,10 @@
 //! - `handles` is also evaluated once per case and gives a factory
 //!   (`Fn() -> impl Future<Output = Arc<dyn Store>>`) whose every call opens
 //!   another handle on that case's one empty database, as a second node
-//!   would. The cases of several replicas take it ([`races`], and one
-//!   each in [`running`], [`singletons`], [`events`]); they open their
-//!   handles one after another, never at once, and then call through all
-//!   of them at once.
+//!   would. The cases of several replicas take it ([`races`], two in
+//!   [`nodes`], and one each in [`running`], [`singletons`], [`events`]);
+//!   they open their handles one after another, never at once, and then
+//!   call through all of them at once.
 //!
 //! A backend whose factory serves both can write
 //! `berth_store::conformance_tests!(handles: fresh_database());` and the
@@ -42,6 +42,7 @@ pub mod events;
 pub mod fencing;
 pub mod finish;
 pub mod functions;
+pub mod nodes;
 pub mod queue;
 pub mod races;
 pub mod running;
@@ -101,6 +102,17 @@ macro_rules! __store_conformance_cases {
                 tasks::expiry_removes_only_old_finished_tasks,
                 tenants::keys_resolve_by_hash,
                 tenants::tenants_own_their_keys_and_quotas,
+                nodes::a_join_token_joins_one_node_once,
+                nodes::unknown_and_revoked_tokens_are_refused_recording_nothing,
+                nodes::join_tokens_are_listed_newest_first,
+                nodes::a_credential_names_its_node,
+                nodes::a_heartbeat_records_report_and_address,
+                nodes::a_lost_node_comes_back_and_a_cordoned_one_stays_cordoned,
+                nodes::lapsed_nodes_are_marked_lost_once,
+                nodes::heartbeat_age_is_read_on_the_store_clock,
+                nodes::node_states_change_only_for_known_nodes,
+                nodes::a_removed_node_loses_its_credential,
+                nodes::a_set_secret_is_chosen_once,
             ]
             handles: [
                 races::concurrent_claims_never_hand_out_a_task_twice,
@@ -109,6 +121,8 @@ macro_rules! __store_conformance_cases {
                 running::concurrent_sync_calls_never_pass_the_running_limit,
                 singletons::concurrent_holders_never_share_a_singleton,
                 events::an_event_reaches_every_listener,
+                nodes::every_replica_gets_the_first_set_secret,
+                nodes::concurrent_joins_spend_a_token_once,
             ]
         }
     };

@@ -1,8 +1,9 @@
 //! Control-plane state: API keys, functions and their versions, task records
-//! and their attempts, the durable async queue, singleton leases, the
-//! events replicas wake each other with, and the registry's index (both
-//! backends implement [`berth_registry::RegistryIndex`]). SQLite embedded
-//! for one node, PostgreSQL for a set of replicas.
+//! and their attempts, the durable async queue, singleton leases, executor
+//! nodes and their join tokens, the events replicas wake each other with,
+//! and the registry's index (both backends implement
+//! [`berth_registry::RegistryIndex`]). SQLite embedded for one node,
+//! PostgreSQL for a set of replicas.
 //!
 //! Architecture Invariant: only this crate speaks SQL. Everything above it
 //! sees the [`Store`] trait.
@@ -16,6 +17,7 @@
 #[cfg(any(test, feature = "conformance"))]
 pub mod conformance;
 mod events;
+mod nodes;
 mod payloads;
 mod policy;
 mod postgres;
@@ -25,9 +27,9 @@ mod sqlite;
 
 use async_trait::async_trait;
 use berth_core::{
-    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, Outcome,
-    QuotaOverrides, TaskError, TaskFilter, TaskId, TaskPage, TaskRecord, TaskStatus, TenantRecord,
-    Timing, Usage,
+    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, JoinTokenRecord,
+    NewNode, NodeRecord, NodeReport, NodeState, Outcome, QuotaOverrides, TaskError, TaskFilter,
+    TaskId, TaskPage, TaskRecord, TaskStatus, TenantRecord, Timing, Usage,
 };
 
 pub use payloads::{PayloadWriter, Payloads};
@@ -146,6 +148,17 @@ pub enum Invalidation {
 /// Events as they arrive; ends when the connection is lost (the listener
 /// then reconnects and treats the gap as "everything may have changed").
 pub type Events = std::pin::Pin<Box<dyn futures::Stream<Item = Event> + Send>>;
+
+/// Why a join was turned away. Each is a 401 to the node; they are told
+/// apart only in the set's own log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinRefused {
+    /// No token has that hash.
+    Unknown,
+    Revoked,
+    /// Tokens are single-use and this one was.
+    Used,
+}
 
 /// Outcome of an async submission that carried an idempotency key.
 #[derive(Debug, Clone)]
@@ -321,4 +334,48 @@ pub trait Store: Send + Sync + 'static {
     /// The database's clock, ms since the Unix epoch: what leases and
     /// singletons expire by.
     async fn now_ms(&self) -> Result<i64>;
+
+    /// Records a join token by its hash (the secret is shown once and
+    /// never stored). `id` is its public handle.
+    async fn create_join_token(&self, id: &str, hash: &[u8; 32], label: &str) -> Result<()>;
+    /// Every token, newest first.
+    async fn list_join_tokens(&self) -> Result<Vec<JoinTokenRecord>>;
+    /// False when there is no such token.
+    async fn revoke_join_token(&self, id: &str) -> Result<bool>;
+    /// In one transaction: spends the token (single use) and records the
+    /// node, `Active`, with its credential's hash and its first heartbeat
+    /// now on the database's clock. Refused, recording nothing, for a
+    /// token unknown, revoked or already used.
+    async fn join_node(
+        &self,
+        token_hash: &[u8; 32],
+        node: &NewNode,
+        credential_hash: &[u8; 32],
+    ) -> Result<Result<(), JoinRefused>>;
+    /// The node a credential belongs to.
+    async fn node_for_credential(&self, hash: &[u8; 32]) -> Result<Option<String>>;
+    /// Records a heartbeat at the database's now with the node's report
+    /// and address. A `Lost` node becomes `Active` again (it re-registers);
+    /// a cordoned or draining one stays so. Returns the node's state after,
+    /// `None` if there is no such node.
+    async fn heartbeat_node(
+        &self,
+        id: &str,
+        address: &str,
+        report: &NodeReport,
+    ) -> Result<Option<NodeState>>;
+    /// Every node, by id, with its heartbeat's age on the database's clock.
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>>;
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>>;
+    /// Sets a node's state (cordon, uncordon, drain); false if no such node.
+    async fn set_node_state(&self, id: &str, state: NodeState) -> Result<bool>;
+    /// Marks `Lost` every node not already lost whose last heartbeat is
+    /// older than `max_age_ms` on the database's clock; returns their ids.
+    async fn mark_lost_nodes(&self, max_age_ms: i64) -> Result<Vec<String>>;
+    /// Forgets a node (it left for good); its credential stops working.
+    async fn remove_node(&self, id: &str) -> Result<bool>;
+    /// The set-wide secret named `name`: `candidate` is stored if there is
+    /// none yet, and whatever is stored is returned, so every replica ends
+    /// up with the same one.
+    async fn set_secret(&self, name: &str, candidate: &str) -> Result<String>;
 }

@@ -1,11 +1,13 @@
 //! The store of a set: PostgreSQL, shared by every replica. Exclusive
 //! decisions are the database's (row locks, `FOR UPDATE SKIP LOCKED`,
 //! advisory locks, conditional updates) and so is the clock leases and
-//! singletons expire by (`berth_now_ms()`, from `clock_timestamp()`). The
+//! singletons expire by and nodes' heartbeats are judged by
+//! (`berth_now_ms()`, from `clock_timestamp()`). The
 //! work is split by job: [`tenants`], [`functions`], [`tasks`] (records,
 //! attempts, retention, the running limit), [`queue`] (claims and every
-//! transition of a running task), [`singletons`], [`events`]
-//! (`LISTEN/NOTIFY`), [`registry`] (the registry's index).
+//! transition of a running task), [`singletons`], [`nodes`] (executor
+//! nodes, join tokens, the set's secrets), [`events`] (`LISTEN/NOTIFY`),
+//! [`registry`] (the registry's index).
 //!
 //! A lost connection is a [`StoreError::Db`] like any other database
 //! error, so the layers above answer 503 and retry; the pool replaces dead
@@ -15,6 +17,7 @@
 
 mod events;
 mod functions;
+mod nodes;
 mod queue;
 mod registry;
 mod singletons;
@@ -25,13 +28,15 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_core::{
-    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, QuotaOverrides,
-    TaskFilter, TaskId, TaskPage, TaskRecord, TaskStatus, TenantRecord,
+    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, JoinTokenRecord,
+    NewNode, NodeRecord, NodeReport, NodeState, QuotaOverrides, TaskFilter, TaskId, TaskPage,
+    TaskRecord, TaskStatus, TenantRecord,
 };
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::{
-    Event, Events, Fence, Finish, Idempotent, Lease, Recovered, Result, Store, StoreError,
+    Event, Events, Fence, Finish, Idempotent, JoinRefused, Lease, Recovered, Result, Store,
+    StoreError,
 };
 
 /// Connections per replica. Most calls are one statement; the claim and
@@ -282,6 +287,64 @@ impl Store for PgStore {
         Ok(sqlx::query_scalar("SELECT berth_now_ms()")
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    async fn create_join_token(&self, id: &str, hash: &[u8; 32], label: &str) -> Result<()> {
+        nodes::create_join_token(self, id, hash, label).await
+    }
+
+    async fn list_join_tokens(&self) -> Result<Vec<JoinTokenRecord>> {
+        nodes::list_join_tokens(self).await
+    }
+
+    async fn revoke_join_token(&self, id: &str) -> Result<bool> {
+        nodes::revoke_join_token(self, id).await
+    }
+
+    async fn join_node(
+        &self,
+        token_hash: &[u8; 32],
+        node: &NewNode,
+        credential_hash: &[u8; 32],
+    ) -> Result<Result<(), JoinRefused>> {
+        nodes::join_node(self, token_hash, node, credential_hash).await
+    }
+
+    async fn node_for_credential(&self, hash: &[u8; 32]) -> Result<Option<String>> {
+        nodes::node_for_credential(self, hash).await
+    }
+
+    async fn heartbeat_node(
+        &self,
+        id: &str,
+        address: &str,
+        report: &NodeReport,
+    ) -> Result<Option<NodeState>> {
+        nodes::heartbeat_node(self, id, address, report).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        nodes::list_nodes(self).await
+    }
+
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>> {
+        nodes::get_node(self, id).await
+    }
+
+    async fn set_node_state(&self, id: &str, state: NodeState) -> Result<bool> {
+        nodes::set_node_state(self, id, state).await
+    }
+
+    async fn mark_lost_nodes(&self, max_age_ms: i64) -> Result<Vec<String>> {
+        nodes::mark_lost_nodes(self, max_age_ms).await
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<bool> {
+        nodes::remove_node(self, id).await
+    }
+
+    async fn set_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        nodes::set_secret(self, name, candidate).await
     }
 }
 

@@ -29,6 +29,8 @@ pub(crate) trait StoreRow {
     fn text_opt(&self, column: &str) -> Result<Option<String>>;
     fn int(&self, column: &str) -> Result<i64>;
     fn int_opt(&self, column: &str) -> Result<Option<i64>>;
+    /// A boolean: PostgreSQL's `boolean`, SQLite's integer 0 or 1.
+    fn flag(&self, column: &str) -> Result<bool>;
     fn task_id(&self, column: &str) -> Result<TaskId>;
 }
 
@@ -44,6 +46,9 @@ macro_rules! common_kinds {
             Ok(self.try_get(column)?)
         }
         fn int_opt(&self, column: &str) -> Result<Option<i64>> {
+            Ok(self.try_get(column)?)
+        }
+        fn flag(&self, column: &str) -> Result<bool> {
             Ok(self.try_get(column)?)
         }
     };

@@ -4,9 +4,11 @@
 //! The work is split by job: [`tenants`] (keys and tenants), [`functions`]
 //! (versions), [`tasks`] (records, attempts, retention), [`queue`]
 //! (claims and every transition of a running task), [`singletons`],
+//! [`nodes`] (executor nodes, join tokens, the set's secrets),
 //! [`registry`] (the registry's index).
 
 mod functions;
+mod nodes;
 mod queue;
 mod registry;
 mod singletons;
@@ -19,15 +21,18 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use berth_core::{
-    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, QuotaOverrides,
-    TaskFilter, TaskId, TaskPage, TaskRecord, TaskStatus, TenantRecord,
+    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, JoinTokenRecord,
+    NewNode, NodeRecord, NodeReport, NodeState, QuotaOverrides, TaskFilter, TaskId, TaskPage,
+    TaskRecord, TaskStatus, TenantRecord,
 };
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Sqlite, Transaction};
 
-use crate::{Event, Events, Fence, Finish, Idempotent, Lease, Recovered, Result, Store};
+use crate::{
+    Event, Events, Fence, Finish, Idempotent, JoinRefused, Lease, Recovered, Result, Store,
+};
 
 /// One SQLite file in WAL mode with `synchronous=FULL`, so a committed
 /// task survives power loss, not just a process crash. Sync calls' rows go
@@ -315,6 +320,64 @@ impl Store for SqliteStore {
     /// The node's own clock: with one node there is no other to disagree.
     async fn now_ms(&self) -> Result<i64> {
         Ok(berth_core::now_ms())
+    }
+
+    async fn create_join_token(&self, id: &str, hash: &[u8; 32], label: &str) -> Result<()> {
+        nodes::create_join_token(self, id, hash, label).await
+    }
+
+    async fn list_join_tokens(&self) -> Result<Vec<JoinTokenRecord>> {
+        nodes::list_join_tokens(self).await
+    }
+
+    async fn revoke_join_token(&self, id: &str) -> Result<bool> {
+        nodes::revoke_join_token(self, id).await
+    }
+
+    async fn join_node(
+        &self,
+        token_hash: &[u8; 32],
+        node: &NewNode,
+        credential_hash: &[u8; 32],
+    ) -> Result<Result<(), JoinRefused>> {
+        nodes::join_node(self, token_hash, node, credential_hash).await
+    }
+
+    async fn node_for_credential(&self, hash: &[u8; 32]) -> Result<Option<String>> {
+        nodes::node_for_credential(self, hash).await
+    }
+
+    async fn heartbeat_node(
+        &self,
+        id: &str,
+        address: &str,
+        report: &NodeReport,
+    ) -> Result<Option<NodeState>> {
+        nodes::heartbeat_node(self, id, address, report).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        nodes::list_nodes(self).await
+    }
+
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>> {
+        nodes::get_node(self, id).await
+    }
+
+    async fn set_node_state(&self, id: &str, state: NodeState) -> Result<bool> {
+        nodes::set_node_state(self, id, state).await
+    }
+
+    async fn mark_lost_nodes(&self, max_age_ms: i64) -> Result<Vec<String>> {
+        nodes::mark_lost_nodes(self, max_age_ms).await
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<bool> {
+        nodes::remove_node(self, id).await
+    }
+
+    async fn set_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        nodes::set_secret(self, name, candidate).await
     }
 }
 
