@@ -7,6 +7,7 @@
 //! request path does not change when the container runs on another
 //! machine, and a client of one needs nothing of Docker.
 
+pub mod host;
 #[cfg(feature = "testing")]
 pub mod testing;
 
@@ -45,6 +46,11 @@ pub enum ExecError {
     Instance(String),
     #[error("container engine error: {0}")]
     Engine(String),
+    /// The node that runs (or was to run) the attempt cannot be reached or
+    /// went silent. From `run`, the attempt never started and another node
+    /// may take it; through `done`, it was lost mid-run.
+    #[error("executor node lost: {0}")]
+    ExecutorLost(String),
 }
 
 impl ExecError {
@@ -59,6 +65,7 @@ impl ExecError {
             ExecError::Busy(_) => ErrorCode::Busy,
             ExecError::Instance(_) => ErrorCode::InstanceFailed,
             ExecError::Engine(_) => ErrorCode::EngineError,
+            ExecError::ExecutorLost(_) => ErrorCode::ExecutorLost,
         }
     }
 
@@ -68,7 +75,10 @@ impl ExecError {
     pub fn is_refusal(&self) -> bool {
         matches!(
             self,
-            ExecError::NoCapacity(_) | ExecError::EngineUnavailable(_) | ExecError::Busy(_)
+            ExecError::NoCapacity(_)
+                | ExecError::EngineUnavailable(_)
+                | ExecError::Busy(_)
+                | ExecError::ExecutorLost(_)
         )
     }
 
@@ -219,6 +229,9 @@ pub struct ExecutorStatus {
     pub capacity: usize,
     /// Containers alive: warm instances (busy or idle) and fresh runs.
     pub running: usize,
+    /// CPU (millicores) and memory (MiB) promised to those containers.
+    pub cpu_millis_allocated: u64,
+    pub memory_mb_allocated: u64,
     /// Warm instances, per function version.
     pub instances: Vec<InstanceCount>,
     pub healthy: bool,

@@ -275,6 +275,8 @@ impl Executor for FakeExecutor {
             }
         }
         ExecutorStatus {
+            cpu_millis_allocated: running.iter().map(|s| u64::from(s.cpu_millis)).sum(),
+            memory_mb_allocated: running.iter().map(|s| u64::from(s.memory_mb)).sum(),
             id: "fake".into(),
             capacity: self.capacity,
             running: running.len(),
