@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -115,6 +116,7 @@ pub(crate) struct Engine {
     negotiated: OnceCell<Docker>,
     pub cfg: DockerConfig,
     slots: Arc<Semaphore>,
+    allocated: Arc<Allocated>,
     pull: std::sync::RwLock<Option<PullCredentials>>,
     /// What containers need from images' configs, by image id (ids are
     /// immutable).
@@ -135,6 +137,49 @@ pub(crate) struct ImageConfig {
     pub user: Option<String>,
 }
 
+/// What the containers holding slots were promised.
+#[derive(Default)]
+struct Allocated {
+    cpu_millis: AtomicU64,
+    memory_mb: AtomicU64,
+}
+
+/// One of the node's container slots, held for as long as its container
+/// lives; what it promised is given back with it.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    allocated: Arc<Allocated>,
+    cpu_millis: u64,
+    memory_mb: u64,
+}
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit, allocated: &Arc<Allocated>, cpu: u32, mem: u32) -> Self {
+        let (cpu_millis, memory_mb) = (u64::from(cpu), u64::from(mem));
+        allocated
+            .cpu_millis
+            .fetch_add(cpu_millis, Ordering::Relaxed);
+        allocated.memory_mb.fetch_add(memory_mb, Ordering::Relaxed);
+        Self {
+            _permit: permit,
+            allocated: Arc::clone(allocated),
+            cpu_millis,
+            memory_mb,
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.allocated
+            .cpu_millis
+            .fetch_sub(self.cpu_millis, Ordering::Relaxed);
+        self.allocated
+            .memory_mb
+            .fetch_sub(self.memory_mb, Ordering::Relaxed);
+    }
+}
+
 /// Frees one of the node's container slots when it is full. What may go
 /// is the pools' decision, so the engine only asks.
 #[async_trait]
@@ -150,6 +195,7 @@ impl Engine {
         Self {
             negotiated: OnceCell::new(),
             slots: Arc::new(Semaphore::new(cfg.max_containers)),
+            allocated: Arc::default(),
             cfg,
             pull: std::sync::RwLock::new(None),
             images: std::sync::Mutex::new(HashMap::new()),
@@ -264,15 +310,31 @@ impl Engine {
     /// is asked to remove something idle (a warm instance of another
     /// function): a request that can run now beats an instance that might
     /// be used later.
-    pub async fn slot(&self, room: &dyn MakeRoom) -> Result<OwnedSemaphorePermit, ExecError> {
+    /// The slot carries the CPU and memory promised to its container,
+    /// which the node reports as allocated while the slot is held.
+    pub async fn slot(
+        &self,
+        room: &dyn MakeRoom,
+        cpu_millis: u32,
+        memory_mb: u32,
+    ) -> Result<Slot, ExecError> {
         loop {
             if let Ok(permit) = Arc::clone(&self.slots).try_acquire_owned() {
-                return Ok(permit);
+                return Ok(Slot::new(permit, &self.allocated, cpu_millis, memory_mb));
             }
             if !room.make_room().await {
                 return Err(ExecError::NoCapacity(self.cfg.max_containers));
             }
         }
+    }
+
+    /// CPU (millicores) and memory (MiB) promised to the containers
+    /// holding slots now.
+    pub fn allocated(&self) -> (u64, u64) {
+        (
+            self.allocated.cpu_millis.load(Ordering::Relaxed),
+            self.allocated.memory_mb.load(Ordering::Relaxed),
+        )
     }
 
     pub fn in_use(&self) -> usize {
@@ -318,6 +380,16 @@ impl Engine {
     /// Removes the node's containers from other boots (orphans of a
     /// crash); returns how many.
     pub async fn reap_orphans(&self) -> Result<usize, ExecError> {
+        self.remove_labelled(false).await
+    }
+
+    /// Removes every container of the node, this boot's too: the set
+    /// handed its work elsewhere.
+    pub async fn remove_all(&self) -> Result<usize, ExecError> {
+        self.remove_labelled(true).await
+    }
+
+    async fn remove_labelled(&self, this_boot_too: bool) -> Result<usize, ExecError> {
         let docker = self.client().await?;
         let filters = HashMap::from([(
             "label".to_owned(),
@@ -339,7 +411,7 @@ impl Engine {
                 .as_ref()
                 .and_then(|l| l.get(LABEL_BOOT))
                 .is_some_and(|b| *b == self.cfg.boot_id);
-            if this_boot {
+            if this_boot && !this_boot_too {
                 continue;
             }
             if let Some(id) = c.id {
@@ -353,6 +425,12 @@ impl Engine {
             }
         }
         Ok(reaped)
+    }
+
+    /// `BERTH_NODE=<id>` in every container: which node ran a call, for
+    /// the function's own logs and for following work across a fleet.
+    pub fn node_env(&self) -> String {
+        format!("BERTH_NODE={}", self.cfg.node_id)
     }
 
     pub fn labels(&self, spec: &RunSpec) -> HashMap<String, String> {

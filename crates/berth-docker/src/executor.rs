@@ -56,6 +56,19 @@ impl DockerExecutor {
         self.engine.set_pull_credentials(creds);
     }
 
+    /// Removes every container of this node at once, running ones too:
+    /// the node's set has given its work to others, so nothing it runs
+    /// may finish. Idle warm instances go first, so none is handed out
+    /// meanwhile; the pools stay open for when the set answers again.
+    pub async fn kill_all(&self) {
+        self.pools.flush().await;
+        match self.engine.remove_all().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(containers = n, "removed every container of this node"),
+            Err(e) => tracing::warn!(error = %e, "could not remove this node's containers"),
+        }
+    }
+
     /// Background work needs a runtime, which `new` may not have.
     fn start_background(&self) {
         if self.background.swap(true, Ordering::SeqCst) {
@@ -126,7 +139,10 @@ impl Executor for DockerExecutor {
 
     async fn status(&self) -> ExecutorStatus {
         let healthy = self.engine.healthy().await;
+        let (cpu_millis_allocated, memory_mb_allocated) = self.engine.allocated();
         ExecutorStatus {
+            cpu_millis_allocated,
+            memory_mb_allocated,
             id: self.engine.cfg.node_id.clone(),
             capacity: self.engine.cfg.max_containers,
             running: self.engine.in_use(),

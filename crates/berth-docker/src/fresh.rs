@@ -32,7 +32,7 @@ pub(crate) async fn run(
     spec: RunSpec,
     stdin: InputStream,
 ) -> Result<Invocation, ExecError> {
-    let permit = engine.slot(room).await?;
+    let permit = engine.slot(room, spec.cpu_millis, spec.memory_mb).await?;
     let docker = engine.client().await?.clone();
     let mut began = Instant::now();
     let mut pull_ms = None;
@@ -127,12 +127,18 @@ pub(crate) async fn run(
 fn body(engine: &Engine, spec: &RunSpec, image: &ImageConfig) -> ContainerCreateBody {
     let mut labels = engine.labels(spec);
     labels.insert(LABEL_TASK.to_owned(), spec.task_id.to_string());
-    let env = spec.env.iter().chain(&spec.request_env);
+    let mut env: Vec<String> = spec
+        .env
+        .iter()
+        .chain(&spec.request_env)
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    env.push(engine.node_env());
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         user: Some(container_user(spec.run_as_root, image.user.as_deref())),
         entrypoint: spec.command.clone(),
-        env: Some(env.map(|(k, v)| format!("{k}={v}")).collect()),
+        env: Some(env),
         labels: Some(labels),
         attach_stdin: Some(true),
         attach_stdout: Some(true),

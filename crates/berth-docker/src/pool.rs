@@ -87,8 +87,9 @@ impl<L: Launcher> Drop for Lease<L> {
     }
 }
 
+/// The request never reached an instance: another executor may take it.
 fn stopping_error() -> ExecError {
-    ExecError::Instance("the executor is stopping".into())
+    ExecError::EngineUnavailable("the executor is stopping".into())
 }
 
 impl<L: Launcher> Pools<L> {
@@ -453,6 +454,24 @@ impl<L: Launcher> Pools<L> {
                 "launches still under way at stop; the next start reaps their containers"
             );
         }
+    }
+
+    /// Removes the idle instances and fails the waiters, now, without
+    /// stopping the pools: a node cut off from its set gives up what it
+    /// holds, and serves again once the link is back.
+    pub async fn flush(&self) {
+        let idle: Vec<_> = {
+            let mut pools = self.lock();
+            let gone = ExecError::EngineUnavailable("the node was cut off from its set".into());
+            pools
+                .values_mut()
+                .flat_map(|p| {
+                    p.fail_waiters(&gone);
+                    p.ready.drain(..).map(|s| s.instance).collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        futures::future::join_all(idle.into_iter().map(|i| self.launcher.destroy(i))).await;
     }
 
     pub fn counts(&self) -> Vec<InstanceCount> {

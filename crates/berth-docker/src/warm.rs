@@ -15,7 +15,7 @@ use bollard::models::ContainerCreateBody;
 use bollard::query_parameters::{CreateContainerOptions, WaitContainerOptionsBuilder};
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
@@ -42,7 +42,7 @@ pub(crate) struct WarmInstance {
     dir: PathBuf,
     /// Fired by the watcher when the container exits.
     exited: CancellationToken,
-    _slot: OwnedSemaphorePermit,
+    _slot: crate::engine::Slot,
 }
 
 impl Instance for WarmInstance {
@@ -107,6 +107,7 @@ impl WarmLauncher {
         .map(str::to_owned)
         .collect();
         let mut env: Vec<String> = spec.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        env.push(self.engine.node_env());
         if spec.mode == Mode::Http {
             entrypoint.extend(["--port".to_owned(), HTTP_PORT.to_string()]);
             env.push(format!("PORT={HTTP_PORT}"));
@@ -233,7 +234,14 @@ impl Launcher for WarmLauncher {
         self.engine.ensure_image(&spec.image).await?;
         let image = self.engine.image_config(&spec.image).await?;
         let program = Self::program(spec, &image)?;
-        let slot = self.engine.slot(&EvictIdle::new(self, evict)).await?;
+        let slot = self
+            .engine
+            .slot(
+                &EvictIdle::new(self, evict),
+                spec.cpu_millis,
+                spec.memory_mb,
+            )
+            .await?;
         let docker = self.engine.client().await?.clone();
         // The boot id prefix tells this life's directories from stale ones.
         let id = format!(

@@ -462,9 +462,10 @@ async fn clear_removes_an_instance_whose_launch_was_under_way() {
     // before the stop was over.
     assert_eq!(pools.launcher().launched(), 1);
     assert_eq!(pools.launcher().alive(), 0);
+    // Never ran: a refusal another executor may take up.
     assert!(matches!(
         waiting.await.unwrap(),
-        Err(ExecError::Instance(_))
+        Err(ExecError::EngineUnavailable(_))
     ));
 }
 
@@ -483,7 +484,7 @@ async fn nothing_starts_after_clear() {
     pools.prepare(&s);
     assert!(matches!(
         pools.acquire(&s).await,
-        Err(ExecError::Instance(_))
+        Err(ExecError::EngineUnavailable(_))
     ));
     tokio::time::sleep(ms(5000)).await;
     assert_eq!(pools.launcher().launched(), 2);
@@ -568,4 +569,22 @@ async fn scale_events_and_busy_refusals_are_counted() {
             "{series} {n} in:\n{text}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flush_empties_the_pools_and_leaves_them_open() {
+    let pools = Pools::new(FakeLauncher::default());
+    let mut st = settings(1, 5, 0);
+    st.min_instances = 2;
+    let s = spec("f", st);
+    pools.prepare(&s);
+    tokio::time::sleep(ms(10)).await;
+    assert_eq!(pools.launcher().alive(), 2);
+    pools.flush().await;
+    assert_eq!(pools.launcher().alive(), 0);
+    // Still serving: the next request gets an instance.
+    let lease = pools.acquire(&s).await.expect("pools stay open");
+    drop(lease);
+    tokio::time::sleep(ms(10)).await;
+    assert!(pools.launcher().alive() >= 1);
 }
