@@ -12,20 +12,23 @@ use crate::error::ApiError;
 #[derive(Debug, Clone)]
 pub struct Tenant(pub String);
 
-pub async fn require_key(
-    State(state): State<AppState>,
-    mut req: Request,
-    next: Next,
-) -> Result<Response, ApiError> {
-    let presented = req
-        .headers()
+/// The secret of an `Authorization: Bearer` header, if there is one.
+pub fn bearer(headers: &axum::http::HeaderMap) -> Option<&str> {
+    headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| {
             v.strip_prefix("Bearer ")
                 .or_else(|| v.strip_prefix("bearer "))
         })
-        .ok_or_else(ApiError::unauthorized)?;
+}
+
+pub async fn require_key(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let presented = bearer(req.headers()).ok_or_else(ApiError::unauthorized)?;
     let tenant = state
         .tasks
         .authenticate(presented)

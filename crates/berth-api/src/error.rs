@@ -40,6 +40,7 @@ fn answer_for(code: ErrorCode) -> (StatusCode, &'static str, Option<u32>) {
         C::ImageMissing => (StatusCode::SERVICE_UNAVAILABLE, "image_missing", None),
         C::NoCapacity => (StatusCode::SERVICE_UNAVAILABLE, "no_capacity", Some(1)),
         C::Busy => (StatusCode::TOO_MANY_REQUESTS, "busy", Some(1)),
+        C::ExecutorLost => (StatusCode::SERVICE_UNAVAILABLE, "executor_lost", Some(1)),
         C::PullFailed => (StatusCode::BAD_GATEWAY, "pull_failed", None),
         C::InstanceFailed => (StatusCode::BAD_GATEWAY, "instance_failed", None),
         C::EngineError => (StatusCode::BAD_GATEWAY, "engine_error", None),
@@ -189,11 +190,15 @@ impl From<SchedError> for ApiError {
                 status(StatusCode::UNPROCESSABLE_ENTITY, "idempotency_key_reused")
             }
             SchedError::Run(e) => Self::of_code(e.code, e.message),
-            SchedError::NoExecutor => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "no_executor",
-                "no executor is available",
-            ),
+            SchedError::NoExecutor => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "no_executor", msg).retry_after(1)
+            }
+            SchedError::NodeUnauthorized(_) => status(StatusCode::UNAUTHORIZED, "unauthorized"),
+            SchedError::NodeNotFound(_) => status(StatusCode::NOT_FOUND, "executor_not_found"),
+            SchedError::NodeInProcess(_) => status(StatusCode::CONFLICT, "executor_in_process"),
+            SchedError::JoinTokenNotFound(_) => {
+                status(StatusCode::NOT_FOUND, "join_token_not_found")
+            }
             SchedError::Store(e) if e.is_unavailable() => {
                 warn!(error = %e, "the database is unreachable");
                 Self::new(

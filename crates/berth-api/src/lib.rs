@@ -9,6 +9,7 @@
 mod auth;
 mod connection;
 mod error;
+mod executors;
 mod extract;
 mod functions;
 mod invoke;
@@ -23,7 +24,7 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::IntoResponse;
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use berth_scheduler::TaskManager;
 
 pub use error::ApiError;
@@ -59,6 +60,16 @@ pub fn router(state: AppState) -> Router {
             "/tenants/{name}/keys",
             post(tenants::rotate_key).delete(tenants::revoke_keys),
         )
+        .route("/executors", get(executors::list))
+        .route("/executors/{id}", get(executors::get))
+        .route("/executors/{id}/cordon", post(executors::cordon))
+        .route("/executors/{id}/uncordon", post(executors::uncordon))
+        .route("/executors/{id}/drain", post(executors::drain))
+        .route(
+            "/executor-tokens",
+            get(executors::list_tokens).post(executors::create_token),
+        )
+        .route("/executor-tokens/{id}", delete(executors::revoke_token))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             auth::require_key,
@@ -70,7 +81,12 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             auth::require_key,
         ));
+    // Nodes present a join token or their own credential, not an API key.
+    let nodes = Router::new()
+        .route("/v1/executors/join", post(executors::join))
+        .route("/v1/executors/{id}/heartbeat", put(executors::heartbeat));
     Router::new()
+        .merge(nodes)
         .nest("/v1", v1)
         .merge(metrics)
         .route("/healthz", get(healthz))

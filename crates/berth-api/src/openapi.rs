@@ -14,7 +14,7 @@ use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::openapi::{Content, Header, Ref, Required, Type};
 use utoipa::{Modify, OpenApi};
 
-use crate::{functions, invoke, metrics, tasks, tenants};
+use crate::{executors, functions, invoke, metrics, tasks, tenants};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -25,6 +25,9 @@ use crate::{functions, invoke, metrics, tasks, tenants};
         tasks::list, tasks::get, tasks::cancel, tasks::output, tasks::logs,
         tenants::create, tenants::list, tenants::get, tenants::set_quotas,
         tenants::rotate_key, tenants::revoke_keys,
+        executors::list, executors::get, executors::cordon, executors::uncordon,
+        executors::drain, executors::create_token, executors::list_tokens,
+        executors::revoke_token, executors::join, executors::heartbeat,
         crate::healthz, crate::readyz, metrics::serve, serve,
     ),
     components(schemas(berth_contract::ErrorBody)),
@@ -34,6 +37,7 @@ use crate::{functions, invoke, metrics, tasks, tenants};
         (name = "calls", description = "call a function, synchronously or as an async task"),
         (name = "tasks", description = "every call is a task: status, output, logs, cancel"),
         (name = "tenants", description = "tenants, their keys and quotas"),
+        (name = "executors", description = "executor nodes: the fleet, join tokens, cordon and drain (the admin key); join and heartbeat (the nodes' own)"),
         (name = "service", description = "health, readiness and this document (no key needed); the metrics (the admin key)"),
     )
 )]
@@ -44,10 +48,12 @@ struct BearerAuth;
 impl Modify for BearerAuth {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
         let components = doc.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
-        );
+        for scheme in ["bearer", "join_token", "node_credential"] {
+            components.add_security_scheme(
+                scheme,
+                SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)),
+            );
+        }
     }
 }
 

@@ -6,8 +6,10 @@
 //! back the raw response for the caller to read as it arrives.
 
 use berth_contract::{
-    CreateTenant, CreatedTenant, Deployed, ErrorBody, ErrorObject, Function, FunctionConfig,
-    FunctionList, QuotaOverrides, RotatedKey, Task, TaskList, Tenant, TenantList,
+    CreateJoinToken, CreateTenant, CreatedJoinToken, CreatedTenant, Deployed, ErrorBody,
+    ErrorObject, Executor, ExecutorList, Function, FunctionConfig, FunctionList, HeartbeatAck,
+    HeartbeatBody, JoinBody, JoinTokenList, Joined, QuotaOverrides, RotatedKey, Task, TaskList,
+    Tenant, TenantList,
 };
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
@@ -319,6 +321,63 @@ impl Client {
     pub async fn revoke_keys(&self, name: &str) -> Result<Tenant> {
         self.json(self.request(Method::DELETE, &["v1", "tenants", name, "keys"])?)
             .await
+    }
+
+    pub async fn executors(&self) -> Result<ExecutorList> {
+        self.json(self.request(Method::GET, &["v1", "executors"])?)
+            .await
+    }
+
+    pub async fn executor(&self, id: &str) -> Result<Executor> {
+        self.json(self.request(Method::GET, &["v1", "executors", id])?)
+            .await
+    }
+
+    /// `action`: `cordon`, `uncordon` or `drain`.
+    pub async fn executor_action(&self, id: &str, action: &str) -> Result<Executor> {
+        self.json(self.request(Method::POST, &["v1", "executors", id, action])?)
+            .await
+    }
+
+    pub async fn create_join_token(&self, label: &str) -> Result<CreatedJoinToken> {
+        let req = CreateJoinToken {
+            label: label.to_owned(),
+        };
+        self.json(
+            self.request(Method::POST, &["v1", "executor-tokens"])?
+                .json(&req),
+        )
+        .await
+    }
+
+    pub async fn join_tokens(&self) -> Result<JoinTokenList> {
+        self.json(self.request(Method::GET, &["v1", "executor-tokens"])?)
+            .await
+    }
+
+    pub async fn revoke_join_token(&self, id: &str) -> Result<()> {
+        self.send(self.request(Method::DELETE, &["v1", "executor-tokens", id])?)
+            .await?;
+        Ok(())
+    }
+
+    /// A node joining: this client's key is the join token.
+    pub async fn join(&self, body: &JoinBody) -> Result<Joined> {
+        self.json(
+            self.request(Method::POST, &["v1", "executors", "join"])?
+                .json(body),
+        )
+        .await
+    }
+
+    /// A node's heartbeat: this client's key is the node's credential.
+    pub async fn heartbeat(&self, id: &str, body: &HeartbeatBody) -> Result<HeartbeatAck> {
+        self.json(
+            self.request(Method::PUT, &["v1", "executors", id, "heartbeat"])?
+                .timeout(std::time::Duration::from_secs(5))
+                .json(body),
+        )
+        .await
     }
 }
 

@@ -7,6 +7,13 @@
 //! cannot leak into what clients parse. Additions are fine; renaming or
 //! removing a member breaks users' scripts.
 
+mod nodes;
+
+pub use nodes::{
+    CreateJoinToken, CreatedJoinToken, Executor, ExecutorList, HeartbeatAck, HeartbeatBody,
+    JoinBody, JoinToken, JoinTokenList, Joined, NodeInstances, NodeReport, NodeState,
+};
+
 use berth_core::{AttemptRecord, FunctionSummary, FunctionVersion, TaskRecord, TenantRecord};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;

@@ -28,12 +28,14 @@
 
 mod cgi;
 mod dispatch;
+mod fleet;
 mod follow;
 mod journal;
 mod keys;
 mod lifecycle;
 mod logs;
 mod metrics;
+mod nodes;
 mod outcome;
 mod placement;
 mod quota;
@@ -64,7 +66,9 @@ pub use berth_executor::{InputStream, ResponseHead};
 /// The `Content-Type` of [`TaskManager::metrics`].
 pub use berth_metrics::CONTENT_TYPE as METRICS_CONTENT_TYPE;
 pub use cgi::cgi_env;
+pub use fleet::{DATA_PLANE_SECRET, DataPlaneSecret, NodeConnector, node_report};
 pub use keys::{generate_key, hash_key};
+pub use nodes::{HeartbeatAck, JoinRequest, Joined, NewJoinToken};
 pub use submit::Submitted;
 pub use sync_call::{CallResult, SyncCall};
 pub use tasks::Payload;
@@ -126,8 +130,19 @@ pub enum SchedError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Blobs(#[from] berth_blobs::BlobError),
-    #[error("no executor is configured")]
+    #[error("no executor node is available to run it")]
     NoExecutor,
+    /// A node's credential or join token is missing, wrong or spent.
+    #[error("{0}")]
+    NodeUnauthorized(String),
+    #[error("executor node {0:?} not found")]
+    NodeNotFound(String),
+    #[error("join token {0:?} not found")]
+    JoinTokenNotFound(String),
+    /// A replica's own executor follows its replica: stop the replica to
+    /// drain it.
+    #[error("{0:?} is a replica's in-process executor; stop that replica to take it out")]
+    NodeInProcess(String),
 }
 
 impl From<ExecError> for SchedError {
@@ -186,6 +201,14 @@ pub struct Config {
     pub limits: Limits,
     /// Every tenant's quotas unless the admin set its own.
     pub quotas: Quotas,
+    /// How often nodes heartbeat (this replica's in-process executor too).
+    pub heartbeat_every: Duration,
+    /// A node whose last heartbeat is older than this, on the database's
+    /// clock, is lost.
+    pub node_lost_after: Duration,
+    /// The in-process executor's zone and labels, as a node of the set.
+    pub zone: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
     /// Where this TaskManager's series go (and its store operations'
     /// timings); a clone of the config records into the same ones.
     pub metrics: Arc<berth_metrics::Metrics>,
@@ -206,6 +229,10 @@ impl Default for Config {
             retention: Duration::from_secs(7 * 24 * 3600),
             limits: Limits::default(),
             quotas: Quotas::default(),
+            heartbeat_every: Duration::from_secs(2),
+            node_lost_after: Duration::from_secs(6),
+            zone: None,
+            labels: std::collections::BTreeMap::new(),
             metrics: Arc::default(),
         }
     }
@@ -221,7 +248,7 @@ struct Running {
 pub struct TaskManager {
     store: Arc<dyn Store>,
     payloads: Payloads,
-    executors: Vec<Arc<dyn Executor>>,
+    fleet: fleet::Fleet,
     cfg: Config,
     /// Attempts running in this process, by task, so a cancel or a
     /// shutdown can reach them.
@@ -263,7 +290,7 @@ impl TaskManager {
         Arc::new(Self {
             store,
             payloads,
-            executors,
+            fleet: fleet::Fleet::new(executors, &cfg.node_id),
             cfg,
             running: Mutex::new(HashMap::new()),
             wake: Notify::new(),

@@ -35,6 +35,7 @@ impl TaskManager {
         tokio::spawn(Arc::clone(self).lease_loop(shutdown.clone()));
         tokio::spawn(Arc::clone(self).retention_loop(shutdown.clone()));
         tokio::spawn(Arc::clone(self).event_loop(shutdown.clone()));
+        tokio::spawn(Arc::clone(self).fleet_loop(shutdown.clone()));
         tokio::spawn(Arc::clone(self).announce_loop(shutdown));
     }
 
@@ -282,8 +283,8 @@ impl TaskManager {
     }
 
     async fn shutdown_executors(&self) {
-        for e in &self.executors {
-            e.shutdown().await;
+        for m in self.fleet.local() {
+            m.executor.shutdown().await;
         }
     }
 
@@ -310,8 +311,8 @@ impl TaskManager {
             return;
         }
         let mut all = true;
-        for e in &self.executors {
-            match e.reap_orphans().await {
+        for m in self.fleet.local() {
+            match m.executor.reap_orphans().await {
                 Ok(0) => {}
                 Ok(n) => info!(containers = n, "removed orphaned containers"),
                 Err(err) => {

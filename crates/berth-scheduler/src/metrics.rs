@@ -193,9 +193,10 @@ impl TaskManager {
     }
 
     async fn read_gauges(&self) {
-        let mut statuses = Vec::with_capacity(self.executors.len());
-        for e in &self.executors {
-            statuses.push(e.status().await);
+        let all = self.fleet.all();
+        let mut statuses = Vec::with_capacity(all.len());
+        for m in &all {
+            statuses.push(m.executor.status().await);
         }
         let fleet = self.cfg.metrics.fleet();
         let executors: Vec<ExecutorGauge> = statuses

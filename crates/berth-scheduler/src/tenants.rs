@@ -158,14 +158,15 @@ impl TaskManager {
     pub async fn readiness(&self) -> Readiness {
         let store = self.store.ping().await.is_ok();
         let mut healthy = 0;
-        for e in &self.executors {
-            if e.status().await.healthy {
+        let all = self.fleet.all();
+        for m in &all {
+            if m.executor.status().await.healthy {
                 healthy += 1;
             }
         }
         Readiness {
             store,
-            executors: self.executors.len(),
+            executors: all.len(),
             healthy_executors: healthy,
         }
     }

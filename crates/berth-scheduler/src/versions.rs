@@ -78,7 +78,13 @@ impl TaskManager {
             .await?
             .admit(tenant, &config)
             .map_err(|e| SchedError::OverQuota(e.0))?;
-        let executor = self.executors.first().ok_or(SchedError::NoExecutor)?;
+        let executor = self
+            .fleet
+            .candidates()
+            .into_iter()
+            .next()
+            .ok_or(SchedError::NoExecutor)?
+            .executor;
         let reference = config.image.trim();
         let admitted = match self.admission.get() {
             Some(a) => a.admit(tenant, reference).await?,
@@ -133,10 +139,10 @@ impl TaskManager {
             RequestMeta::default(),
         );
         let spec = self.spec(v, &template, CancellationToken::new());
-        for e in &self.executors {
-            e.retire(&v.tenant, &v.function, Some(v.version));
-            if let Err(err) = e.prepare(&spec).await {
-                warn!(function = %v.function, version = v.version, error = %err,
+        for m in self.fleet.all() {
+            m.executor.retire(&v.tenant, &v.function, Some(v.version));
+            if let Err(err) = m.executor.prepare(&spec).await {
+                warn!(function = %v.function, version = v.version, node = %m.id, error = %err,
                     "could not prepare the version; its first call will start cold");
             }
         }
@@ -182,8 +188,8 @@ impl TaskManager {
             name: name.to_owned(),
         })
         .await;
-        for e in &self.executors {
-            e.retire(tenant, name, None);
+        for m in self.fleet.all() {
+            m.executor.retire(tenant, name, None);
         }
         Ok(())
     }

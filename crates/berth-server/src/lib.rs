@@ -10,12 +10,14 @@
 mod access_log;
 mod agent;
 mod data_dir;
+mod node;
 mod registry;
 mod run;
 
 use std::path::PathBuf;
 
 pub use data_dir::default_data_dir;
+pub use node::{NodeConfig, run_node};
 pub use registry::collect_garbage;
 pub use run::{Config, run};
 

@@ -147,6 +147,9 @@ pub struct PullCredential {
 /// so the internal credential can only ever read.
 const INTERNAL_USER: &str = "_berth-pull";
 
+/// Node ids begin so (a tenant's name may too: its key is still tried).
+const NODE_USER_PREFIX: &str = "node-";
+
 impl PullCredential {
     pub fn generate() -> Self {
         Self {
@@ -191,6 +194,25 @@ impl Authenticator for KeyAuthenticator {
             });
         }
         let tasks = self.tasks.get()?;
+        // An executor node pulls the images it runs with its own
+        // credential, under its own id.
+        if let Some(node) = user.filter(|u| u.starts_with(NODE_USER_PREFIX)) {
+            match tasks.node_of(secret).await {
+                Ok(Some(id)) if id == node => {
+                    return Some(Principal {
+                        tenant: INTERNAL_USER.to_owned(),
+                        admin: false,
+                        pull_all: true,
+                    });
+                }
+                // Not a node's credential: a tenant may be named so too.
+                Ok(_) => {}
+                Err(e) => {
+                    warn!(error = %e, "registry login: node credential lookup failed");
+                    return None;
+                }
+            }
+        }
         let tenant = match tasks.authenticate(secret).await {
             Ok(t) => t?,
             Err(e) => {

@@ -62,6 +62,12 @@ pub struct Config {
     pub runtime: Option<String>,
     /// Every tenant's quotas unless the admin sets its own.
     pub quotas: Quotas,
+    /// Whether this replica runs containers itself (the all-in-one
+    /// server) or only places them on the set's executor nodes.
+    pub local_executor: bool,
+    /// The in-process executor's zone and labels, as a node of the set.
+    pub zone: Option<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for Config {
@@ -82,6 +88,9 @@ impl Default for Config {
             max_log_bytes: 1024 * 1024,
             runtime: None,
             quotas: Quotas::default(),
+            local_executor: true,
+            zone: None,
+            labels: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -129,13 +138,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }
     // Bound before anything else: the engine pulls function images from
     // this very address.
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|source| ServerError::Bind {
-            addr: cfg.listen,
-            source,
-        })?;
-    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    let (listener, addr) = bind(cfg.listen).await?;
     let loopback = SocketAddr::new(
         if addr.ip().is_unspecified() {
             std::net::Ipv4Addr::LOCALHOST.into()
@@ -162,7 +165,12 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         username: pull.username.clone(),
         password: pull.password.clone(),
     });
-    let executors: Vec<Arc<dyn Executor>> = vec![Arc::new(executor)];
+    let executors: Vec<Arc<dyn Executor>> = if cfg.local_executor {
+        vec![Arc::new(executor)]
+    } else {
+        info!("no local executor: work goes to the set's executor nodes");
+        Vec::new()
+    };
 
     let sched = berth_scheduler::Config {
         node_id: node_id.clone(),
@@ -173,6 +181,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
         retention: cfg.retention,
         quotas: cfg.quotas,
         metrics: Arc::clone(&metrics),
+        zone: cfg.zone.clone(),
+        labels: cfg.labels.clone(),
         ..berth_scheduler::Config::default()
     };
     let tasks = TaskManager::new(
@@ -199,6 +209,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     }
     let shutdown = CancellationToken::new();
     tasks.spawn_background(shutdown.clone());
+
+    tasks.set_node_connector(Arc::new(NodeLink::default()));
 
     let registry_auth = Arc::new(KeyAuthenticator::new(&pull));
     registry_auth.set_tasks(Arc::clone(&tasks));
@@ -270,7 +282,18 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
 /// Every connection and every call in flight holds descriptors; the usual
 /// soft limit of 1024 would turn a burst of callers into accept errors, so
 /// the server takes what the hard limit allows, as servers commonly do.
-fn raise_nofile_limit() {
+/// The listener, and the address it got (a port 0 is chosen here).
+pub(crate) async fn bind(
+    at: SocketAddr,
+) -> Result<(tokio::net::TcpListener, SocketAddr), ServerError> {
+    let listener = tokio::net::TcpListener::bind(at)
+        .await
+        .map_err(|source| ServerError::Bind { addr: at, source })?;
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    Ok((listener, addr))
+}
+
+pub(crate) fn raise_nofile_limit() {
     use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
     let limit = getrlimit(Resource::Nofile);
     let below_hard = match (limit.current, limit.maximum) {
@@ -302,4 +325,45 @@ async fn signal(shutdown: CancellationToken) {
     }
     info!("shutting down: no new work is taken; running work gets its grace period");
     shutdown.cancel();
+}
+
+/// How this replica reaches executor nodes: the data plane's client, one
+/// connection pool for all of them.
+struct NodeLink {
+    http: reqwest::Client,
+    secret: berth_node::SharedSecret,
+}
+
+impl Default for NodeLink {
+    fn default() -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            secret: berth_node::SharedSecret::unset(),
+        }
+    }
+}
+
+impl berth_scheduler::NodeConnector for NodeLink {
+    fn connect(
+        &self,
+        node: &berth_core::NodeRecord,
+        secret: berth_scheduler::DataPlaneSecret,
+    ) -> Arc<dyn Executor> {
+        let current = secret.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if !current.is_empty() {
+            self.secret.set(current);
+        }
+        let remote = berth_node::RemoteExecutor::new(
+            node.id.clone(),
+            node.address.clone(),
+            self.secret.clone(),
+            self.http.clone(),
+        );
+        remote.update(
+            node.report.slots,
+            node.report.running,
+            node.report.engine_healthy,
+        );
+        Arc::new(remote)
+    }
 }

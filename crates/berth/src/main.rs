@@ -12,6 +12,7 @@
 mod completion;
 mod conn;
 mod context;
+mod executor;
 mod functions;
 mod invoke;
 mod login;
@@ -77,6 +78,9 @@ enum Command {
         #[command(subcommand)]
         command: tenant::TenantCommand,
     },
+    /// Run this machine as an executor node of a set (--join); or, with a
+    /// subcommand, the fleet's nodes and join tokens (admin).
+    Executor(executor::ExecutorArgs),
     /// Registry maintenance on a local data directory.
     Registry {
         #[command(subcommand)]
@@ -118,6 +122,7 @@ fn main() -> std::process::ExitCode {
             Command::Login(args) => login::command(&g, args).await,
             Command::Tenant { command } => tenant::command(&g, command).await,
             Command::Registry { command } => registry::command(&g, command).await,
+            Command::Executor(args) => executor::command(&g, args).await,
             Command::Completion(args) => completion::completion(&args),
             Command::Man(args) => completion::man(&args),
         }

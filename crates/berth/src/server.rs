@@ -65,6 +65,16 @@ pub struct ServerArgs {
     /// `berth::http=info,berth::task=off,warn`.
     #[arg(long, env = "BERTH_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Run no containers here: place every call and task on the set's
+    /// executor nodes (`berth executor --join`).
+    #[arg(long, env = "BERTH_NO_LOCAL_EXECUTOR")]
+    no_local_executor: bool,
+    /// The availability zone of this server's own executor.
+    #[arg(long, env = "BERTH_ZONE")]
+    zone: Option<String>,
+    /// A label of this server's own executor, KEY=VALUE (repeatable).
+    #[arg(long = "label", value_parser = crate::executor::parse_label)]
+    labels: Vec<(String, String)>,
     #[command(flatten)]
     quotas: ServerQuotas,
 }
@@ -97,6 +107,9 @@ impl ServerArgs {
             max_log_bytes: self.max_log_bytes,
             runtime: self.runtime,
             quotas: self.quotas.0,
+            local_executor: !self.no_local_executor,
+            zone: self.zone,
+            labels: self.labels.into_iter().collect(),
         }
     }
 }

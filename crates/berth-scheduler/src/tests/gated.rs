@@ -20,11 +20,13 @@ use std::task::{Context, Poll};
 
 use async_trait::async_trait;
 use berth_core::{
-    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, QuotaOverrides,
-    TaskFilter, TaskId, TaskPage, TaskRecord, TaskStatus, TenantRecord,
+    AttemptRecord, Cancel, FunctionConfig, FunctionSummary, FunctionVersion, JoinTokenRecord,
+    NewNode, NodeRecord, NodeReport, NodeState, QuotaOverrides, TaskFilter, TaskId, TaskPage,
+    TaskRecord, TaskStatus, TenantRecord,
 };
 use berth_store::{
-    Event, Events, Fence, Finish, Idempotent, Lease, Recovered, Result, Store, StoreError,
+    Event, Events, Fence, Finish, Idempotent, JoinRefused, Lease, Recovered, Result, Store,
+    StoreError,
 };
 use futures::{Stream, StreamExt};
 use tokio::sync::{OwnedRwLockWriteGuard, RwLock, broadcast};
@@ -379,5 +381,65 @@ impl Store for GatedStore {
     }
     async fn now_ms(&self) -> Result<i64> {
         self.inner.now_ms().await
+    }
+
+    async fn create_join_token(&self, id: &str, hash: &[u8; 32], label: &str) -> Result<()> {
+        self.inner.create_join_token(id, hash, label).await
+    }
+
+    async fn list_join_tokens(&self) -> Result<Vec<JoinTokenRecord>> {
+        self.inner.list_join_tokens().await
+    }
+
+    async fn revoke_join_token(&self, id: &str) -> Result<bool> {
+        self.inner.revoke_join_token(id).await
+    }
+
+    async fn join_node(
+        &self,
+        token_hash: &[u8; 32],
+        node: &NewNode,
+        credential_hash: &[u8; 32],
+    ) -> Result<Result<(), JoinRefused>> {
+        self.inner
+            .join_node(token_hash, node, credential_hash)
+            .await
+    }
+
+    async fn node_for_credential(&self, hash: &[u8; 32]) -> Result<Option<String>> {
+        self.inner.node_for_credential(hash).await
+    }
+
+    async fn heartbeat_node(
+        &self,
+        id: &str,
+        address: &str,
+        report: &NodeReport,
+    ) -> Result<Option<NodeState>> {
+        self.inner.heartbeat_node(id, address, report).await
+    }
+
+    async fn list_nodes(&self) -> Result<Vec<NodeRecord>> {
+        self.inner.list_nodes().await
+    }
+
+    async fn get_node(&self, id: &str) -> Result<Option<NodeRecord>> {
+        self.inner.get_node(id).await
+    }
+
+    async fn set_node_state(&self, id: &str, state: NodeState) -> Result<bool> {
+        self.inner.set_node_state(id, state).await
+    }
+
+    async fn mark_lost_nodes(&self, max_age_ms: i64) -> Result<Vec<String>> {
+        self.inner.mark_lost_nodes(max_age_ms).await
+    }
+
+    async fn remove_node(&self, id: &str) -> Result<bool> {
+        self.inner.remove_node(id).await
+    }
+
+    async fn set_secret(&self, name: &str, candidate: &str) -> Result<String> {
+        self.inner.set_secret(name, candidate).await
     }
 }

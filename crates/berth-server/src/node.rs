@@ -1,0 +1,363 @@
+//! `berth executor`: the node daemon. It drives this machine's container
+//! engine with the same executor the all-in-one server uses, joins a set
+//! once with a join token (and keeps the credential it gets in its data
+//! directory), heartbeats what it has and runs, and serves the data plane
+//! replicas place work through.
+//!
+//! Losing the set is the node's to notice too: when no heartbeat has been
+//! acknowledged for as long as the set takes to call a node lost, its
+//! work has been handed elsewhere, so it removes its containers rather
+//! than let a late result race the re-run. SIGTERM (the machine being
+//! reclaimed) drains: no new runs, what runs gets the grace period.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use berth_client::Client;
+use berth_contract::{HeartbeatBody, JoinBody, NodeState};
+use berth_docker::{DockerConfig, DockerExecutor, PullCredentials};
+use berth_executor::host::HostFacts;
+use berth_executor::{
+    ExecError, Executor, ExecutorStatus, ImageInfo, InputStream, Invocation, RunSpec,
+};
+use berth_scheduler::node_report;
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::ServerError;
+use crate::agent::find_agent;
+use crate::data_dir::{self, write_private};
+
+/// Everything `berth executor` can be told.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// The node's own files: its identity and credential, instances'
+    /// socket directories.
+    pub data_dir: PathBuf,
+    /// A replica (or the load balancer) of the set to join.
+    pub join: String,
+    /// Needed the first time only; later starts use the credential kept.
+    pub token: Option<String>,
+    pub zone: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    /// Where the data plane listens.
+    pub listen: SocketAddr,
+    /// The URL replicas reach it at; by default `http://` and the bound
+    /// listen address.
+    pub advertise: Option<String>,
+    pub max_containers: usize,
+    pub agent: Option<PathBuf>,
+    pub runtime: Option<String>,
+    /// What running attempts get to finish when the node is drained or
+    /// stopped.
+    pub grace: Duration,
+}
+
+/// What a joined node keeps: who it is to its set.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Identity {
+    set: String,
+    node_id: String,
+    credential: String,
+    data_plane_secret: String,
+    heartbeat_every_ms: u64,
+    lost_after_ms: u64,
+}
+
+const IDENTITY_FILE: &str = "node.json";
+
+/// Refuses new runs once the node is draining: the replica then offers
+/// the run to another node, which is what a refusal means.
+struct Gate {
+    inner: Arc<DockerExecutor>,
+    draining: AtomicBool,
+    /// Attempts started and not yet ended: what a drain waits for (warm
+    /// instances idle between calls are not work).
+    in_flight: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl Executor for Gate {
+    async fn resolve_image(&self, reference: &str) -> Result<ImageInfo, ExecError> {
+        self.inner.resolve_image(reference).await
+    }
+    async fn run(&self, spec: RunSpec, stdin: InputStream) -> Result<Invocation, ExecError> {
+        if self.draining.load(Ordering::Acquire) {
+            return Err(ExecError::EngineUnavailable(
+                "this node is draining and takes no new work".into(),
+            ));
+        }
+        let mut inv = self.inner.run(spec, stdin).await?;
+        // Counted until its outcome is known, however the caller goes.
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let done = std::mem::replace(&mut inv.done, rx);
+        let in_flight = Arc::clone(&self.in_flight);
+        tokio::spawn(async move {
+            let outcome = done
+                .await
+                .unwrap_or_else(|_| Err(ExecError::Engine("the attempt ended unreported".into())));
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            let _ = tx.send(outcome);
+        });
+        Ok(inv)
+    }
+    async fn reap_orphans(&self) -> Result<usize, ExecError> {
+        self.inner.reap_orphans().await
+    }
+    async fn prepare(&self, spec: &RunSpec) -> Result<(), ExecError> {
+        if self.draining.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        self.inner.prepare(spec).await
+    }
+    fn retire(&self, tenant: &str, function: &str, keep: Option<i64>) {
+        self.inner.retire(tenant, function, keep);
+    }
+    async fn shutdown(&self) {
+        self.inner.shutdown().await;
+    }
+    async fn status(&self) -> ExecutorStatus {
+        self.inner.status().await
+    }
+    fn has_room(&self, spec: &RunSpec) -> bool {
+        !self.draining.load(Ordering::Acquire) && self.inner.has_room(spec)
+    }
+}
+
+/// Runs the node until SIGTERM or Ctrl-C (then drains), or until the set
+/// refuses it.
+pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
+    crate::run::raise_nofile_limit();
+    data_dir::prepare(&cfg.data_dir)?;
+    let host = HostFacts::read();
+    let (listener, bound) = crate::run::bind(cfg.listen).await?;
+    let advertise = cfg
+        .advertise
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    let set = cfg.join.trim_end_matches('/').to_owned();
+
+    // The node's identity decides its container labels, so it comes
+    // before the executor: a restart under the same id reaps what its
+    // previous life left.
+    let identity_path = cfg.data_dir.join(IDENTITY_FILE);
+    let kept: Option<Identity> = std::fs::read(&identity_path)
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .filter(|i: &Identity| i.set == set);
+    let identity = match kept {
+        Some(i) => i,
+        None => {
+            let token = cfg.token.clone().ok_or_else(|| {
+                ServerError::Config(format!(
+                    "this node has not joined {set} yet: give it a join token (--token; \
+                     `berth executor token create` on the set makes one)"
+                ))
+            })?;
+            let report = node_report(&empty_status(cfg.max_containers), &host);
+            let client = Client::new(&set, &token).map_err(config_error)?;
+            let joined = client
+                .join(&JoinBody {
+                    zone: cfg.zone.clone(),
+                    labels: cfg.labels.clone(),
+                    address: advertise.clone(),
+                    report,
+                })
+                .await
+                .map_err(|e| ServerError::Config(format!("joining {set}: {e}")))?;
+            let identity = Identity {
+                set: set.clone(),
+                node_id: joined.node_id,
+                credential: joined.credential,
+                data_plane_secret: joined.data_plane_secret,
+                heartbeat_every_ms: joined.heartbeat_every_ms,
+                lost_after_ms: joined.lost_after_ms,
+            };
+            let json = serde_json::to_string_pretty(&identity)
+                .map_err(|e| ServerError::Config(e.to_string()))?;
+            write_private(&identity_path, &json)?;
+            info!(node = %identity.node_id, %set, "joined the set");
+            identity
+        }
+    };
+
+    let agent = find_agent(cfg.agent.clone());
+    if agent.is_none() {
+        warn!("no berth-agent found: only mode \"fresh\" functions can run (see --agent)");
+    }
+    let docker = Arc::new(DockerExecutor::new(DockerConfig {
+        node_id: identity.node_id.clone(),
+        boot_id: hex::encode(rand::random::<[u8; 8]>()),
+        max_containers: cfg.max_containers,
+        agent,
+        run_dir: cfg.data_dir.join("run"),
+        runtime: cfg.runtime.clone().filter(|r| !r.is_empty()),
+        ..DockerConfig::default()
+    }));
+    // Images come from the set's registry only, pulled as this node.
+    if let Some(registry) = registry_host(&set) {
+        docker.set_pull_credentials(PullCredentials {
+            server: registry,
+            username: identity.node_id.clone(),
+            password: identity.credential.clone(),
+        });
+    }
+    match docker.reap_orphans().await {
+        Ok(0) => {}
+        Ok(n) => info!(containers = n, "removed containers a previous life left"),
+        Err(e) => warn!(error = %e, "could not reap orphaned containers"),
+    }
+    let gate = Arc::new(Gate {
+        inner: Arc::clone(&docker),
+        draining: AtomicBool::new(false),
+        in_flight: Arc::default(),
+    });
+    let auth = berth_node::NodeAuth::new(
+        identity.node_id.clone(),
+        berth_node::SharedSecret::new(identity.data_plane_secret.clone()),
+    );
+    let app = berth_node::router(gate.clone(), auth.clone());
+    let stop = CancellationToken::new();
+    let server = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+        })
+    };
+    eprintln!(
+        "berth: executor {} serving {advertise} for {set}",
+        identity.node_id
+    );
+    info!(node = %identity.node_id, %advertise, %set, "executor node up");
+
+    let client = Client::new(&set, &identity.credential).map_err(config_error)?;
+    let every = Duration::from_millis(identity.heartbeat_every_ms.clamp(200, 60_000));
+    let lost_after = Duration::from_millis(identity.lost_after_ms.max(1000));
+    let mut last_ack = Instant::now();
+    let mut cut_off = false;
+    let signal = shutdown_signal();
+    tokio::pin!(signal);
+    let mut draining_since: Option<Instant> = None;
+    loop {
+        let report = node_report(&gate.status().await, &host);
+        let body = HeartbeatBody {
+            address: advertise.clone(),
+            report,
+            draining: draining_since.is_some(),
+        };
+        match client.heartbeat(&identity.node_id, &body).await {
+            Ok(ack) => {
+                if cut_off {
+                    info!("the set answers again; taking work");
+                    cut_off = false;
+                }
+                last_ack = Instant::now();
+                auth.set_secret(ack.data_plane_secret.clone());
+                if ack.state == NodeState::Draining && draining_since.is_none() {
+                    info!("drained by the set: finishing what runs, taking nothing new");
+                    gate.draining.store(true, Ordering::Release);
+                    draining_since = Some(Instant::now());
+                }
+            }
+            Err(e)
+                if e.status()
+                    .is_some_and(|s| s.as_u16() == 401 || s.as_u16() == 404) =>
+            {
+                // Removed from the set, or its credential revoked: the
+                // node is no one's now.
+                gate.shutdown().await;
+                stop.cancel();
+                let _ = server.await;
+                return Err(ServerError::Config(format!(
+                    "the set no longer knows this node ({e}); remove {} to join again",
+                    identity_path.display()
+                )));
+            }
+            Err(e) => {
+                warn!(error = %e, "heartbeat failed");
+                if !cut_off && last_ack.elapsed() >= lost_after {
+                    // The set has called this node lost and handed its
+                    // work elsewhere: nothing it runs may go on.
+                    warn!("no heartbeat acknowledged for {lost_after:?}: removing every container");
+                    cut_off = true;
+                    docker.kill_all().await;
+                }
+            }
+        }
+        if let Some(since) = draining_since
+            && (gate.in_flight.load(Ordering::Acquire) == 0 || since.elapsed() >= cfg.grace)
+        {
+            break;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            () = &mut signal, if draining_since.is_none() => {
+                info!("stopping: draining, {:?} for running work", cfg.grace);
+                gate.draining.store(true, Ordering::Release);
+                draining_since = Some(Instant::now());
+            }
+        }
+    }
+    info!("drained; removing what is left");
+    gate.shutdown().await;
+    docker.kill_all().await;
+    stop.cancel();
+    let _ = server.await;
+    Ok(())
+}
+
+/// `host:port` of the set's registry: the set's own address.
+fn registry_host(set: &str) -> Option<String> {
+    let url = reqwest::Url::parse(set).ok()?;
+    let host = url.host_str()?;
+    let port = url.port_or_known_default()?;
+    Some(format!("{host}:{port}"))
+}
+
+fn empty_status(slots: usize) -> ExecutorStatus {
+    ExecutorStatus {
+        id: String::new(),
+        capacity: slots,
+        running: 0,
+        cpu_millis_allocated: 0,
+        memory_mb_allocated: 0,
+        instances: Vec::new(),
+        healthy: true,
+    }
+}
+
+fn config_error(e: berth_client::ClientError) -> ServerError {
+    ServerError::Config(e.to_string())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
