@@ -112,11 +112,18 @@ impl Server {
             .append(true)
             .open(self.log_path())
             .expect("server log");
+        // A test may name the address (a set whose executors live in
+        // network namespaces reaches it on theirs).
+        let listen: &[&str] = if self.args.iter().any(|a| a == "--listen") {
+            &[]
+        } else {
+            &["--listen", "127.0.0.1:0"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_berth"))
             .arg("server")
             .arg("--data-dir")
             .arg(&self.data)
-            .args(["--listen", "127.0.0.1:0"])
+            .args(listen)
             .args(&self.args)
             .env_remove("BERTH_ADMIN_KEY")
             .env("BERTH_AGENT", agent_path())
@@ -226,13 +233,7 @@ impl Server {
 
     /// Peak resident memory of the server process so far, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let pid = self.child.as_ref().expect("running").id();
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .expect("VmHWM")
+        peak_rss_kib_of(self.child.as_ref().expect("running").id())
     }
 
     pub fn assert_no_panic(&self) {
@@ -561,4 +562,75 @@ pub fn error_code(body: &[u8]) -> String {
     let v: Value = serde_json::from_slice(body)
         .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(body)));
     v["error"]["code"].as_str().unwrap_or_default().to_owned()
+}
+
+/// Writes `size` bytes of incompressible, reproducible filler (xorshift)
+/// to `path`, 1 MB at a time; returns their SHA-256.
+pub fn write_filler(path: &Path, size: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    use std::io::Write;
+    let mut expected = Sha256::new();
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut block = vec![0u8; 1_000_000];
+    let mut left = size;
+    while left > 0 {
+        for b in block.chunks_mut(8) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
+        }
+        let n = left.min(block.len());
+        expected.update(&block[..n]);
+        f.write_all(&block[..n]).unwrap();
+        left -= n;
+    }
+    f.flush().unwrap();
+    expected.finalize().to_vec()
+}
+
+/// POSTs the file at `input` to `url` with the real curl, streaming; the
+/// answer's SHA-256 and length, hashed as it arrives (never held whole).
+pub async fn post_hashed(url: &str, key: &str, input: &Path) -> (Vec<u8>, usize) {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let mut curl = Command::new("curl")
+        .args(["-sS", "--fail-with-body", "-X", "POST", "--data-binary"])
+        .arg(format!("@{}", input.display()))
+        .args(["-H", &format!("Authorization: Bearer {key}")])
+        .args(["-H", "Content-Type: application/octet-stream"])
+        .arg(url)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("curl");
+    let mut out = curl.stdout.take().unwrap();
+    let hashed = tokio::task::spawn_blocking(move || {
+        let mut h = Sha256::new();
+        let mut n = 0usize;
+        let mut buf = vec![0u8; 1 << 16];
+        loop {
+            let k = out.read(&mut buf).unwrap();
+            if k == 0 {
+                break;
+            }
+            n += k;
+            h.update(&buf[..k]);
+        }
+        (h.finalize().to_vec(), n)
+    })
+    .await
+    .unwrap();
+    assert!(curl.wait().unwrap().success(), "curl failed");
+    hashed
+}
+
+/// Peak resident memory of a process so far, in KiB.
+pub fn peak_rss_kib_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM")
 }

@@ -8,6 +8,7 @@ mod cli;
 mod console;
 mod defects;
 mod errors;
+mod fleet;
 mod harness;
 mod http_details;
 mod image_ops;

@@ -19,12 +19,12 @@ use serde_json::json;
 use crate::harness::{BUSYBOX, PATIENCE, Server};
 
 /// What the replicas of one test share.
-struct SetEnv {
+pub struct SetEnv {
     db: String,
     admin_db: String,
     db_name: String,
     blobs: String,
-    key: String,
+    pub key: String,
 }
 
 fn unique(prefix: &str) -> String {
@@ -52,7 +52,7 @@ fn database_url(admin: &str, name: &str) -> String {
 
 impl SetEnv {
     /// `None` when the run explicitly skips set tests.
-    fn new() -> Option<Self> {
+    pub fn new() -> Option<Self> {
         let admin = std::env::var("BERTH_TEST_PG_URL").ok();
         let s3 = std::env::var("BERTH_TEST_S3_URL").ok();
         let (Some(admin_db), Some(s3)) = (admin, s3) else {
@@ -85,7 +85,7 @@ impl SetEnv {
     }
 
     /// A replica with the set's store, blobs and key.
-    async fn replica(&self, args: &[&str]) -> Server {
+    pub async fn replica(&self, args: &[&str]) -> Server {
         Server::start_with_env(args, &self.env()).await
     }
 
@@ -114,7 +114,7 @@ impl Drop for SetEnv {
     }
 }
 
-fn config(v: serde_json::Value) -> FunctionConfig {
+pub fn config(v: serde_json::Value) -> FunctionConfig {
     serde_json::from_value(v).expect("a function definition")
 }
 
@@ -123,7 +123,7 @@ async fn body(resp: reqwest::Response) -> Vec<u8> {
 }
 
 /// Polls until the task has finished, through any replica that answers.
-async fn finished(clients: &[Client], id: &str) -> Task {
+pub async fn finished(clients: &[Client], id: &str) -> Task {
     let begun = Instant::now();
     let mut i = 0;
     loop {

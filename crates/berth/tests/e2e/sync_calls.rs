@@ -1,11 +1,9 @@
-use std::io::{Read, Write};
-use std::process::{Command, Stdio};
-
 use berth_contract::{ErrorCode, FunctionConfig, Mode, TaskKind, TaskStatus};
 use reqwest::StatusCode;
-use sha2::{Digest, Sha256};
 
-use crate::harness::{Server, api_error, assert_no_containers, error_code, sh, task_id};
+use crate::harness::{
+    Server, api_error, assert_no_containers, error_code, post_hashed, sh, task_id, write_filler,
+};
 
 /// 200 MB through a `cat` function with the real curl: the bytes come back
 /// identical and the server never holds them: its peak RSS stays small.
@@ -16,56 +14,13 @@ async fn large_body_streams_through_with_bounded_memory() {
 
     const SIZE: usize = 200 * 1000 * 1000;
     let input = server.data_dir().join("input.bin");
-    let mut expected = Sha256::new();
-    {
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
-        // Incompressible, reproducible filler (xorshift), 1 MB at a time.
-        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut block = vec![0u8; 1_000_000];
-        for _ in 0..SIZE / block.len() {
-            for b in block.chunks_mut(8) {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                b.copy_from_slice(&x.to_le_bytes()[..b.len()]);
-            }
-            expected.update(&block);
-            f.write_all(&block).unwrap();
-        }
-        f.flush().unwrap();
-    }
+    let expected = write_filler(&input, SIZE);
     let before = server.peak_rss_kib();
 
     let url = format!("{}/v1/functions/cat/invoke", server.url);
-    let mut curl = Command::new("curl")
-        .args(["-sS", "--fail-with-body", "-X", "POST", "--data-binary"])
-        .arg(format!("@{}", input.display()))
-        .args(["-H", &format!("Authorization: Bearer {}", server.key)])
-        .args(["-H", "Content-Type: application/octet-stream"])
-        .arg(&url)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("curl");
-    let mut out = curl.stdout.take().unwrap();
-    let hashed = tokio::task::spawn_blocking(move || {
-        let mut h = Sha256::new();
-        let mut n = 0usize;
-        let mut buf = vec![0u8; 1 << 16];
-        loop {
-            let k = out.read(&mut buf).unwrap();
-            if k == 0 {
-                break;
-            }
-            n += k;
-            h.update(&buf[..k]);
-        }
-        (h.finalize(), n)
-    })
-    .await
-    .unwrap();
-    assert!(curl.wait().unwrap().success(), "curl failed");
-    assert_eq!(hashed.1, SIZE, "byte count");
-    assert_eq!(hashed.0, expected.finalize(), "output differs from input");
+    let (hash, n) = post_hashed(&url, &server.key, &input).await;
+    assert_eq!(n, SIZE, "byte count");
+    assert_eq!(hash, expected, "output differs from input");
 
     let peak = server.peak_rss_kib();
     eprintln!("server peak RSS: {before} KiB before, {peak} KiB after 200 MB");
