@@ -537,7 +537,9 @@ async fn inspect(
 /// The registry part of an image reference, if it names one: the first
 /// path component when it looks like a host (has a dot or a port, or is
 /// `localhost`), as Docker decides it.
-fn registry_host(reference: &str) -> Option<&str> {
+/// The registry host an image reference names, if it names one
+/// (`host:port/...`, `a.b/...`, `localhost/...`).
+pub fn registry_host(reference: &str) -> Option<&str> {
     let (first, _) = reference.split_once('/')?;
     (first.contains('.') || first.contains(':') || first == "localhost").then_some(first)
 }

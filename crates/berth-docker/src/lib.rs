@@ -14,5 +14,5 @@ mod fresh;
 mod pool;
 mod warm;
 
-pub use engine::{DockerConfig, PullCredentials};
+pub use engine::{DockerConfig, PullCredentials, registry_host};
 pub use executor::DockerExecutor;

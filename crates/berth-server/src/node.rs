@@ -76,18 +76,38 @@ const IDENTITY_FILE: &str = "node.json";
 /// the run to another node, which is what a refusal means.
 struct Gate {
     inner: Arc<DockerExecutor>,
+    /// `host:port` of the set this node joined: every registry image is
+    /// pulled from there, whichever replica pinned it (they share one
+    /// registry, and a digest names the same bytes on any of them).
+    registry: Option<String>,
     draining: AtomicBool,
     /// Attempts started and not yet ended: what a drain waits for (warm
     /// instances idle between calls are not work).
     in_flight: Arc<AtomicUsize>,
 }
 
+impl Gate {
+    fn rehost(&self, reference: &str) -> String {
+        rehost(reference, self.registry.as_deref())
+    }
+}
+
+/// The reference with its registry host replaced by the set's; engine
+/// images (no host) are left as they are.
+fn rehost(reference: &str, registry: Option<&str>) -> String {
+    match (berth_docker::registry_host(reference), registry) {
+        (Some(host), Some(set)) => format!("{set}{}", &reference[host.len()..]),
+        _ => reference.to_owned(),
+    }
+}
+
 #[async_trait]
 impl Executor for Gate {
     async fn resolve_image(&self, reference: &str) -> Result<ImageInfo, ExecError> {
-        self.inner.resolve_image(reference).await
+        self.inner.resolve_image(&self.rehost(reference)).await
     }
-    async fn run(&self, spec: RunSpec, stdin: InputStream) -> Result<Invocation, ExecError> {
+    async fn run(&self, mut spec: RunSpec, stdin: InputStream) -> Result<Invocation, ExecError> {
+        spec.image = self.rehost(&spec.image);
         if self.draining.load(Ordering::Acquire) {
             return Err(ExecError::EngineUnavailable(
                 "this node is draining and takes no new work".into(),
@@ -115,7 +135,9 @@ impl Executor for Gate {
         if self.draining.load(Ordering::Acquire) {
             return Ok(());
         }
-        self.inner.prepare(spec).await
+        let mut spec = spec.clone();
+        spec.image = self.rehost(&spec.image);
+        self.inner.prepare(&spec).await
     }
     fn retire(&self, tenant: &str, function: &str, keep: Option<i64>) {
         self.inner.retire(tenant, function, keep);
@@ -202,9 +224,10 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
         ..DockerConfig::default()
     }));
     // Images come from the set's registry only, pulled as this node.
-    if let Some(registry) = registry_host(&set) {
+    let registry = registry_host(&set);
+    if let Some(registry) = &registry {
         docker.set_pull_credentials(PullCredentials {
-            server: registry,
+            server: registry.clone(),
             username: identity.node_id.clone(),
             password: identity.credential.clone(),
         });
@@ -216,6 +239,7 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
     }
     let gate = Arc::new(Gate {
         inner: Arc::clone(&docker),
+        registry,
         draining: AtomicBool::new(false),
         in_flight: Arc::default(),
     });
@@ -359,5 +383,41 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_images_are_pulled_from_the_set_joined() {
+        let set = Some("198.18.0.1:8080");
+        assert_eq!(
+            rehost("127.0.0.1:41234/alpha/app@sha256:ab12", set),
+            "198.18.0.1:8080/alpha/app@sha256:ab12"
+        );
+        // An engine image, or a node that knows no registry: as it is.
+        assert_eq!(
+            rehost("berth-test/busybox:latest", set),
+            "berth-test/busybox:latest"
+        );
+        assert_eq!(rehost("sha256:ab12", set), "sha256:ab12");
+        assert_eq!(
+            rehost("127.0.0.1:1/a/b@sha256:00", None),
+            "127.0.0.1:1/a/b@sha256:00"
+        );
+    }
+
+    #[test]
+    fn the_registry_is_the_set_url_host_and_port() {
+        assert_eq!(
+            registry_host("http://198.18.0.1:8080/").as_deref(),
+            Some("198.18.0.1:8080")
+        );
+        assert_eq!(
+            registry_host("https://berth.example").as_deref(),
+            Some("berth.example:443")
+        );
     }
 }

@@ -22,7 +22,7 @@ use serde_json::json;
 use crate::harness::{
     BUSYBOX, PATIENCE, Server, agent_path, containers, peak_rss_kib_of, post_hashed, write_filler,
 };
-use crate::set::{SetEnv, config, finished};
+use crate::set::{SetEnv, config, docker, finished, host, run, unique};
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip")
@@ -558,6 +558,75 @@ async fn executors_join_and_serve_a_set() {
     assert!(cli.status.success(), "{table}");
     for n in &fleet.nodes {
         assert!(table.contains(&n.id), "{table}");
+    }
+
+    // An image pushed to the set's registry reaches the nodes at deploy,
+    // before any call: each pulls it by digest from the replica it
+    // joined, as itself.
+    let cfg = tempfile::tempdir().unwrap();
+    let (a_host, b_host) = (host(&fleet.replicas[0]), host(&fleet.replicas[1]));
+    let mut login = docker(cfg.path());
+    login.args(["login", &a_host, "-u", "admin", "--password-stdin"]);
+    let mut child = login
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(fleet.set.key.as_bytes()).unwrap();
+    }
+    assert!(child.wait().unwrap().success(), "docker login");
+    let name = unique("fleetimg");
+    let pushed = format!("{a_host}/admin/{name}:v1");
+    run(docker(cfg.path()).args(["tag", BUSYBOX, &pushed]));
+    run(docker(cfg.path()).args(["push", &pushed]));
+    let deployed = admin
+        .deploy(
+            "fromreg",
+            &config(json!({"image": pushed, "command": ["/bin/sh", "-c", "printf '%s ' \"$BERTH_NODE\"; cat"]})),
+        )
+        .await
+        .unwrap();
+    let pinned = deployed.function.latest.image_id.clone();
+    let digest = pinned
+        .split_once('@')
+        .expect("pinned by digest")
+        .1
+        .to_owned();
+    // Node 2 joined replica B: its copy is named by B's address, and only
+    // its pull can have made it.
+    let through_b = format!("{b_host}/admin/{name}@{digest}");
+    let inspect = Command::new("docker")
+        .args(["image", "inspect", &through_b])
+        .output()
+        .unwrap();
+    assert!(
+        inspect.status.success(),
+        "{through_b} was not pulled at deploy: {}",
+        String::from_utf8_lossy(&inspect.stderr)
+    );
+    let mut reg_nodes = BTreeSet::new();
+    for i in 0..9 {
+        let out = text(
+            clients[i % 2]
+                .invoke("fromreg", None, Call::new(format!("reg {i}")))
+                .await
+                .unwrap(),
+        )
+        .await;
+        let (node, rest) = split(&out);
+        assert_eq!(rest, format!("reg {i}"));
+        reg_nodes.insert(node);
+    }
+    assert_eq!(reg_nodes, ids, "the registry image ran on every node");
+    for image in [
+        &pushed,
+        &through_b,
+        &format!("{a_host}/admin/{name}@{digest}"),
+    ] {
+        let _ = Command::new("docker").args(["rmi", image]).output();
     }
 
     // 200 MB through replica B and a node, byte for byte, with both

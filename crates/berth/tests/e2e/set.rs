@@ -27,7 +27,7 @@ pub struct SetEnv {
     pub key: String,
 }
 
-fn unique(prefix: &str) -> String {
+pub fn unique(prefix: &str) -> String {
     format!("{prefix}_{}", hex::encode(rand::random::<[u8; 6]>()))
 }
 
@@ -138,7 +138,7 @@ pub async fn finished(clients: &[Client], id: &str) -> Task {
     }
 }
 
-fn run(cmd: &mut Command) -> String {
+pub fn run(cmd: &mut Command) -> String {
     let out = cmd
         .stdin(Stdio::null())
         .output()
@@ -152,13 +152,13 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
-fn docker(config: &Path) -> Command {
+pub fn docker(config: &Path) -> Command {
     let mut c = Command::new("docker");
     c.env("DOCKER_CONFIG", config);
     c
 }
 
-fn host(server: &Server) -> String {
+pub fn host(server: &Server) -> String {
     server.url.trim_start_matches("http://").to_owned()
 }
 
