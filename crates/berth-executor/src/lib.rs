@@ -51,6 +51,11 @@ pub enum ExecError {
     /// may take it; through `done`, it was lost mid-run.
     #[error("executor node lost: {0}")]
     ExecutorLost(String),
+    /// The node was taken back (drained past its grace period) and killed
+    /// the attempt: not the attempt's fault, so it is handed back to the
+    /// queue without counting.
+    #[error("executor node reclaimed: {0}")]
+    Reclaimed(String),
 }
 
 impl ExecError {
@@ -65,7 +70,7 @@ impl ExecError {
             ExecError::Busy(_) => ErrorCode::Busy,
             ExecError::Instance(_) => ErrorCode::InstanceFailed,
             ExecError::Engine(_) => ErrorCode::EngineError,
-            ExecError::ExecutorLost(_) => ErrorCode::ExecutorLost,
+            ExecError::ExecutorLost(_) | ExecError::Reclaimed(_) => ErrorCode::ExecutorLost,
         }
     }
 

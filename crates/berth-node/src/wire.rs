@@ -184,6 +184,7 @@ pub mod codes {
     pub const INSTANCE: &str = "instance";
     pub const ENGINE: &str = "engine";
     pub const EXECUTOR_LOST: &str = "executor_lost";
+    pub const RECLAIMED: &str = "reclaimed";
     pub const UNAUTHORIZED: &str = "unauthorized";
     pub const WRONG_NODE: &str = "wrong_node";
     pub const BAD_REQUEST: &str = "bad_request";
@@ -217,6 +218,7 @@ impl WireError {
             codes::INSTANCE => ExecError::Instance(detail?),
             codes::ENGINE => ExecError::Engine(detail?),
             codes::EXECUTOR_LOST => ExecError::ExecutorLost(detail?),
+            codes::RECLAIMED => ExecError::Reclaimed(detail?),
             _ => return None,
         })
     }
@@ -236,6 +238,7 @@ impl From<&ExecError> for WireError {
             ExecError::Instance(m) => (codes::INSTANCE, None, None, Some(m)),
             ExecError::Engine(m) => (codes::ENGINE, None, None, Some(m)),
             ExecError::ExecutorLost(m) => (codes::EXECUTOR_LOST, None, None, Some(m)),
+            ExecError::Reclaimed(m) => (codes::RECLAIMED, None, None, Some(m)),
         };
         w.code = code.into();
         w.image = image.cloned();
@@ -706,6 +709,7 @@ mod tests {
             ExecError::Instance("died".into()),
             ExecError::Engine("oops".into()),
             ExecError::ExecutorLost("gone".into()),
+            ExecError::Reclaimed("taken back".into()),
         ];
         let mut codes = std::collections::HashSet::new();
         for e in all {

@@ -15,6 +15,7 @@ use tracing::{debug, info, warn};
 
 use crate::outcome::{finish_from, overrule, was_lost};
 use crate::{SchedError, TaskManager};
+use berth_executor::ExecError;
 
 /// How long a slot stays idle after an executor refused a start, so a full
 /// or absent engine is not hammered.
@@ -246,6 +247,12 @@ impl TaskManager {
         let output = self.collect_output(task.id, task.epoch, inv.stdout);
         let logs = self.collect_logs(task.id, task.epoch, inv.stderr);
         let (done, (output, too_large), logs) = tokio::join!(inv.done, output, logs);
+        // The node was taken back under it: neither the function's fault
+        // nor a loss to count; it goes back to the queue as it was.
+        if let Ok(Err(e @ ExecError::Reclaimed(_))) = &done {
+            self.commit_logs(task.id, logs).await;
+            return Err(Unfinished::Refused(e.clone().into()));
+        }
         // The function did not fail: what ran it did. Its partial output
         // is dropped; its logs are kept, they may say what happened.
         let lost = was_lost(&done);

@@ -84,6 +84,9 @@ struct Gate {
     /// Attempts started and not yet ended: what a drain waits for (warm
     /// instances idle between calls are not work).
     in_flight: Arc<AtomicUsize>,
+    /// Set when a drain's grace is over: what still runs is killed, and
+    /// reported as reclaimed so that it goes back to the queue uncounted.
+    reclaiming: Arc<AtomicBool>,
 }
 
 impl Gate {
@@ -119,10 +122,16 @@ impl Executor for Gate {
         let (tx, rx) = tokio::sync::oneshot::channel();
         let done = std::mem::replace(&mut inv.done, rx);
         let in_flight = Arc::clone(&self.in_flight);
+        let reclaiming = Arc::clone(&self.reclaiming);
         tokio::spawn(async move {
-            let outcome = done
+            let mut outcome = done
                 .await
                 .unwrap_or_else(|_| Err(ExecError::Engine("the attempt ended unreported".into())));
+            if reclaiming.load(Ordering::Acquire) {
+                outcome = Err(ExecError::Reclaimed(
+                    "the node was drained and its grace period ran out".into(),
+                ));
+            }
             in_flight.fetch_sub(1, Ordering::AcqRel);
             let _ = tx.send(outcome);
         });
@@ -242,6 +251,7 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
         registry,
         draining: AtomicBool::new(false),
         in_flight: Arc::default(),
+        reclaiming: Arc::default(),
     });
     let auth = berth_node::NodeAuth::new(
         identity.node_id.clone(),
@@ -331,9 +341,23 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
             }
         }
     }
+    let left = gate.in_flight.load(Ordering::Acquire);
+    if left > 0 {
+        warn!(
+            attempts = left,
+            "grace period over: handing back what still runs"
+        );
+        gate.reclaiming.store(true, Ordering::Release);
+    }
     info!("drained; removing what is left");
     gate.shutdown().await;
     docker.kill_all().await;
+    // The replicas hear how those attempts ended before the data plane
+    // goes.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while gate.in_flight.load(Ordering::Acquire) > 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     stop.cancel();
     let _ = server.await;
     Ok(())

@@ -204,7 +204,7 @@ struct Node {
 }
 
 impl Node {
-    async fn start(ns: &Namespace, join: &str, token: &str, zone: &str) -> Self {
+    async fn start(ns: &Namespace, join: &str, token: &str, zone: &str, grace_secs: u32) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -216,7 +216,7 @@ impl Node {
             .arg(&data)
             .args(["executor", "--join", join, "--token", token])
             .args(["--zone", zone, "--listen", &format!("{}:0", ns.addr)])
-            .args(["--grace-secs", "20"])
+            .args(["--grace-secs", &grace_secs.to_string()])
             .arg("--agent")
             .arg(agent_path())
             .env("BERTH_LOG", "info")
@@ -311,6 +311,10 @@ struct Fleet {
 
 impl Fleet {
     async fn new(nodes: u16, replica_args: &[&str]) -> Option<Self> {
+        Self::with_grace(nodes, replica_args, 20).await
+    }
+
+    async fn with_grace(nodes: u16, replica_args: &[&str], grace_secs: u32) -> Option<Self> {
         let set = SetEnv::new()?;
         let net = Network::new(nodes);
         let listen = net.listen();
@@ -337,6 +341,7 @@ impl Fleet {
                 &fleet.replicas[i % 2].url,
                 &token,
                 &format!("zone-{}", i + 1),
+                grace_secs,
             )
             .await;
             fleet.nodes.push(node);
@@ -930,6 +935,69 @@ async fn a_drained_executor_loses_nothing() {
             "the drain cost an attempt: {attempts:?}"
         );
     }
+    for r in &fleet.replicas {
+        r.assert_no_panic();
+    }
+}
+
+/// A node taken back with work still running past its grace period: that
+/// work goes back to the queue without costing an attempt, and runs
+/// elsewhere.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reclaimed_executor_hands_back_its_work_uncounted() {
+    let Some(mut fleet) = Fleet::with_grace(3, &["--async-concurrency", "32"], 2).await else {
+        return;
+    };
+    let clients = fleet.clients();
+    fleet.admin().deploy("who", &sleeper()).await.unwrap();
+    let tasks = submit_many(&clients, 60, "8").await;
+    let victim = fleet.nodes[0].id.clone();
+    let begun = Instant::now();
+    loop {
+        let e = fleet.admin().executor(&victim).await.unwrap();
+        if e.report.instances.iter().map(|i| i.busy).sum::<u64>() > 0 {
+            break;
+        }
+        assert!(begun.elapsed() < PATIENCE, "the node never got work");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // SIGTERM: the machine is being taken back.
+    let sent = Command::new("kill")
+        .args(["-TERM", &fleet.nodes[0].pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = fleet.nodes[0].exited().await;
+    assert!(status.success(), "reclaimed node exits cleanly: {status}");
+    assert!(
+        fleet.nodes[0]
+            .log()
+            .contains("handing back what still runs"),
+        "{}",
+        fleet.nodes[0].log()
+    );
+    let mut handed_back = 0;
+    for (i, id) in &tasks {
+        let t = finished(&clients, id).await;
+        assert_eq!(t.status, TaskStatus::Succeeded, "task {i}: {t:?}");
+        assert_eq!(t.attempt, 1, "the reclaim cost task {i} an attempt: {t:?}");
+        let out = text(clients[0].output(id).await.unwrap()).await;
+        let (node, rest) = split(&out);
+        assert_eq!(rest, format!("8 task {i}"));
+        let attempts = t.attempts.unwrap();
+        assert!(
+            attempts.iter().all(|a| a.ended != Some(AttemptEnd::Lost)),
+            "{attempts:?}"
+        );
+        if attempts
+            .iter()
+            .any(|a| a.ended == Some(AttemptEnd::Released))
+        {
+            assert_ne!(node, victim, "task {i} finished on the reclaimed node");
+            handed_back += 1;
+        }
+    }
+    assert!(handed_back > 0, "the reclaimed node had work to hand back");
     for r in &fleet.replicas {
         r.assert_no_panic();
     }
