@@ -63,13 +63,25 @@ enum ExecutorCommand {
     /// Every node of the set: zone, state, capacity, allocation, heartbeat.
     List,
     /// Show one node, with its labels, CPU flags and instances.
-    Get { id: String },
+    Get {
+        /// The node's id (`berth executor list`).
+        id: String,
+    },
     /// Place nothing new on the node; what it runs goes on.
-    Cordon { id: String },
+    Cordon {
+        /// The node's id.
+        id: String,
+    },
     /// Let the node take work again.
-    Uncordon { id: String },
+    Uncordon {
+        /// The node's id.
+        id: String,
+    },
     /// Place nothing new on the node; it finishes what it runs and leaves.
-    Drain { id: String },
+    Drain {
+        /// The node's id.
+        id: String,
+    },
     /// Join tokens: create (shown once), list, revoke.
     Token {
         #[command(subcommand)]
@@ -88,7 +100,10 @@ enum TokenCommand {
     /// Every token, with the node that used it.
     List,
     /// Make a token unusable.
-    Revoke { id: String },
+    Revoke {
+        /// The token's id (`berth executor token list`), not its secret.
+        id: String,
+    },
 }
 
 pub fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -650,13 +650,18 @@ async fn executors_join_and_serve_a_set() {
     let input = fleet.nodes[0].dir.path().join("input.bin");
     let expected = write_filler(&input, SIZE);
     let replica = &fleet.replicas[1];
+    let replica_before = replica.peak_rss_kib();
+    let node_before = fleet.nodes.iter().map(Node::peak_rss_kib).max().unwrap();
     let url = format!("{}/v1/functions/cat/invoke", replica.url);
     let (hash, n) = post_hashed(&url, &replica.key, &input).await;
     assert_eq!(n, SIZE, "byte count");
     assert_eq!(hash, expected, "output differs from input");
     let replica_peak = replica.peak_rss_kib();
     let node_peak = fleet.nodes.iter().map(Node::peak_rss_kib).max().unwrap();
-    eprintln!("peak RSS after 200 MB: replica {replica_peak} KiB, nodes up to {node_peak} KiB");
+    eprintln!(
+        "peak RSS: replica {replica_before} KiB before, {replica_peak} KiB after 200 MB; \
+         nodes up to {node_before} KiB before, {node_peak} KiB after"
+    );
     assert!(
         replica_peak < 150 * 1024,
         "replica peak RSS {replica_peak} KiB"
@@ -742,7 +747,9 @@ async fn a_killed_executor_loses_nothing() {
     };
     let clients = fleet.clients();
     fleet.admin().deploy("who", &sleeper()).await.unwrap();
-    let tasks = submit_many(&clients, 1000, "1").await;
+    // All submitted before the kill: a thousand accepted tasks, about two
+    // hundred running at any moment, for some fifteen seconds.
+    let tasks = submit_many(&clients, 1000, "3").await;
     // Until the victim is busy with some of them.
     let victim = fleet.nodes[1].id.clone();
     let begun = Instant::now();
@@ -754,11 +761,9 @@ async fn a_killed_executor_loses_nothing() {
         assert!(begun.elapsed() < PATIENCE, "the node never got work");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Into the thick of it: every replica's dispatchers full.
-    tokio::time::sleep(Duration::from_secs(2)).await;
     let killed_at = time::OffsetDateTime::now_utc();
     fleet.nodes[1].kill();
-    let rerun = all_correct(&clients, &tasks, "1").await;
+    let rerun = all_correct(&clients, &tasks, "3").await;
     assert!(!rerun.is_empty(), "the killed node was running some tasks");
     let mut delays: Vec<f64> = Vec::new();
     for (id, (node, attempts)) in &rerun {

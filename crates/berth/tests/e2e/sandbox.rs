@@ -196,6 +196,8 @@ async fn container_limits_match_the_function() {
         "BERTH_FUNCTION",
         "BERTH_VERSION",
         "BERTH_ATTEMPT",
+        // Which executor node runs it: set per container, not per request.
+        "BERTH_NODE",
     ];
     for var in &env {
         let (name, value) = var.split_once('=').expect("NAME=value");
