@@ -14,6 +14,8 @@ ensure_packages() {
   [ -x /bin/busybox ] && /bin/busybox --list >/dev/null 2>&1 || missing+=(busybox-static)
   command -v curl >/dev/null 2>&1 || missing+=(curl)
   command -v skopeo >/dev/null 2>&1 || missing+=(skopeo)
+  # The executor nodes' TLS test makes its CA and certificates with it.
+  command -v openssl >/dev/null 2>&1 || missing+=(openssl)
   if [ "${#missing[@]}" -gt 0 ]; then
     echo "host: installing ${missing[*]}"
     as_root apt-get update -qq

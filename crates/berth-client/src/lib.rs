@@ -93,6 +93,12 @@ pub struct Client {
 
 impl Client {
     pub fn new(base: &str, key: &str) -> Result<Self> {
+        Self::with_ca(base, key, None)
+    }
+
+    /// Like [`Client::new`], also trusting the CA certificate(s) in `ca_pem`
+    /// for an https server (the operator's own CA).
+    pub fn with_ca(base: &str, key: &str, ca_pem: Option<&[u8]>) -> Result<Self> {
         let base = base.trim_end_matches('/').to_owned();
         // `localhost:8080` parses as a URL of scheme `localhost`: only
         // http and https with a host are addresses of a server.
@@ -100,7 +106,15 @@ impl Client {
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(ClientError::BadUrl(base));
         }
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(pem) = ca_pem {
+            for cert in reqwest::Certificate::from_pem_bundle(pem)
+                .map_err(|e| ClientError::Protocol(format!("CA certificate: {e}")))?
+            {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let http = builder
             .build()
             .map_err(|e| ClientError::Protocol(e.to_string()))?;
         Ok(Self {

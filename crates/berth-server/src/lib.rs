@@ -13,6 +13,7 @@ mod data_dir;
 mod node;
 mod registry;
 mod run;
+mod tls;
 
 use std::path::PathBuf;
 

@@ -57,6 +57,12 @@ pub struct NodeConfig {
     /// What running attempts get to finish when the node is drained or
     /// stopped.
     pub grace: Duration,
+    /// A PEM certificate chain and key: the data plane is served over TLS
+    /// (and advertised as https://).
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// A PEM CA certificate to trust for the set's https address, beside
+    /// the system's.
+    pub ca: Option<PathBuf>,
 }
 
 /// What a joined node keeps: who it is to its set.
@@ -169,10 +175,21 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
     data_dir::prepare(&cfg.data_dir)?;
     let host = HostFacts::read();
     let (listener, bound) = crate::run::bind(cfg.listen).await?;
+    let acceptor = match &cfg.tls {
+        Some((cert, key)) => Some(crate::tls::acceptor(cert, key)?),
+        None => None,
+    };
+    let scheme = if acceptor.is_some() { "https" } else { "http" };
     let advertise = cfg
         .advertise
         .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
+        .unwrap_or_else(|| format!("{scheme}://{bound}"));
+    let ca = match &cfg.ca {
+        Some(path) => Some(std::fs::read(path).map_err(|e| {
+            ServerError::Config(format!("--ca {}: {e}", path.display()))
+        })?),
+        None => None,
+    };
     let set = cfg.join.trim_end_matches('/').to_owned();
 
     // The node's identity decides its container labels, so it comes
@@ -193,7 +210,7 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
                 ))
             })?;
             let report = node_report(&empty_status(cfg.max_containers), &host);
-            let client = Client::new(&set, &token).map_err(config_error)?;
+            let client = Client::with_ca(&set, &token, ca.as_deref()).map_err(config_error)?;
             let joined = client
                 .join(&JoinBody {
                     zone: cfg.zone.clone(),
@@ -262,9 +279,17 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
     let server = {
         let stop = stop.clone();
         tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
+            match acceptor {
+                Some(acceptor) => crate::tls::serve(listener, acceptor, app, stop).await,
+                None => {
+                    if let Err(e) = axum::serve(listener, app)
+                        .with_graceful_shutdown(stop.cancelled_owned())
+                        .await
+                    {
+                        warn!(error = %e, "data plane stopped");
+                    }
+                }
+            }
         })
     };
     eprintln!(
@@ -273,7 +298,7 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
     );
     info!(node = %identity.node_id, %advertise, %set, "executor node up");
 
-    let client = Client::new(&set, &identity.credential).map_err(config_error)?;
+    let client = Client::with_ca(&set, &identity.credential, ca.as_deref()).map_err(config_error)?;
     let every = Duration::from_millis(identity.heartbeat_every_ms.clamp(200, 60_000));
     let lost_after = Duration::from_millis(identity.lost_after_ms.max(1000));
     let mut last_ack = Instant::now();

@@ -68,6 +68,9 @@ pub struct Config {
     /// The in-process executor's zone and labels, as a node of the set.
     pub zone: Option<String>,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// A PEM CA certificate to trust for nodes whose data plane is served
+    /// over TLS, beside the system's.
+    pub node_ca: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -91,6 +94,7 @@ impl Default for Config {
             local_executor: true,
             zone: None,
             labels: std::collections::BTreeMap::new(),
+            node_ca: None,
         }
     }
 }
@@ -210,7 +214,7 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
     let shutdown = CancellationToken::new();
     tasks.spawn_background(shutdown.clone());
 
-    tasks.set_node_connector(Arc::new(NodeLink::default()));
+    tasks.set_node_connector(Arc::new(NodeLink::new(cfg.node_ca.as_deref())?));
 
     let registry_auth = Arc::new(KeyAuthenticator::new(&pull));
     registry_auth.set_tasks(Arc::clone(&tasks));
@@ -334,12 +338,22 @@ struct NodeLink {
     secret: berth_node::SharedSecret,
 }
 
-impl Default for NodeLink {
-    fn default() -> Self {
-        Self {
-            http: reqwest::Client::new(),
-            secret: berth_node::SharedSecret::unset(),
+impl NodeLink {
+    fn new(ca: Option<&std::path::Path>) -> Result<Self, ServerError> {
+        let mut builder = reqwest::Client::builder();
+        if let Some(path) = ca {
+            let bad = |e: &dyn std::fmt::Display| {
+                ServerError::Config(format!("--node-ca {}: {e}", path.display()))
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(&e))?;
+            for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| bad(&e))? {
+                builder = builder.add_root_certificate(cert);
+            }
         }
+        Ok(Self {
+            http: builder.build().map_err(|e| ServerError::Config(e.to_string()))?,
+            secret: berth_node::SharedSecret::unset(),
+        })
     }
 }
 

@@ -56,6 +56,15 @@ struct NodeArgs {
     /// Seconds running work gets to finish when the node is drained or stopped.
     #[arg(long, env = "BERTH_GRACE_SECS", default_value_t = 30)]
     grace_secs: u64,
+    /// Serve the data plane over TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, env = "BERTH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A PEM CA certificate to trust for the set's https address (beside the system's).
+    #[arg(long, env = "BERTH_CA")]
+    ca: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -274,6 +283,8 @@ async fn run_node(g: &Global, a: NodeArgs) -> Result<u8> {
         agent: a.agent,
         runtime: a.runtime,
         grace: Duration::from_secs(a.grace_secs),
+        tls: a.tls_cert.zip(a.tls_key),
+        ca: a.ca,
     })
     .await?;
     Ok(0)

@@ -75,6 +75,10 @@ pub struct ServerArgs {
     /// A label of this server's own executor, KEY=VALUE (repeatable).
     #[arg(long = "label", value_parser = crate::executor::parse_label)]
     labels: Vec<(String, String)>,
+    /// A PEM CA certificate to trust for executor nodes that serve their
+    /// data plane over TLS (beside the system's CAs).
+    #[arg(long, env = "BERTH_NODE_CA")]
+    node_ca: Option<PathBuf>,
     #[command(flatten)]
     quotas: ServerQuotas,
 }
@@ -110,6 +114,7 @@ impl ServerArgs {
             local_executor: !self.no_local_executor,
             zone: self.zone,
             labels: self.labels.into_iter().collect(),
+            node_ca: self.node_ca,
         }
     }
 }

@@ -205,6 +205,17 @@ struct Node {
 
 impl Node {
     async fn start(ns: &Namespace, join: &str, token: &str, zone: &str, grace_secs: u32) -> Self {
+        Self::start_with(ns, join, token, zone, grace_secs, &[]).await
+    }
+
+    async fn start_with(
+        ns: &Namespace,
+        join: &str,
+        token: &str,
+        zone: &str,
+        grace_secs: u32,
+        extra: &[&str],
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let data = dir.path().join("data");
         std::fs::create_dir(&data).unwrap();
@@ -219,6 +230,7 @@ impl Node {
             .args(["--grace-secs", &grace_secs.to_string()])
             .arg("--agent")
             .arg(agent_path())
+            .args(extra)
             .env("BERTH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
@@ -231,7 +243,7 @@ impl Node {
             id: String::new(),
         };
         let begun = Instant::now();
-        while !node.log().contains("serving http://") {
+        while !node.log().contains(" serving http") {
             if let Some(Ok(Some(status))) = node.child.as_mut().map(|c| c.try_wait()) {
                 panic!("executor exited with {status}:\n{}", node.log());
             }
@@ -315,25 +327,7 @@ impl Fleet {
     }
 
     async fn with_grace(nodes: u16, replica_args: &[&str], grace_secs: u32) -> Option<Self> {
-        let set = SetEnv::new()?;
-        let net = Network::new(nodes);
-        let listen = net.listen();
-        // The quota is not what these tests are about.
-        let mut args = vec![
-            "--listen",
-            listen.as_str(),
-            "--no-local-executor",
-            "--quota-concurrent-tasks",
-            "1000",
-        ];
-        args.extend_from_slice(replica_args);
-        let replicas = vec![set.replica(&args).await, set.replica(&args).await];
-        let mut fleet = Self {
-            net,
-            set,
-            replicas,
-            nodes: Vec::new(),
-        };
+        let mut fleet = Self::bare(nodes, replica_args).await?;
         for i in 0..usize::from(nodes) {
             let token = fleet.admin().create_join_token("test").await.unwrap().token;
             let node = Node::start(
@@ -348,6 +342,30 @@ impl Fleet {
         }
         fleet.await_active(usize::from(nodes)).await;
         Some(fleet)
+    }
+
+    /// The network with `namespaces` namespaces and the two replicas; no
+    /// node started.
+    async fn bare(namespaces: u16, replica_args: &[&str]) -> Option<Self> {
+        let set = SetEnv::new()?;
+        let net = Network::new(namespaces);
+        let listen = net.listen();
+        // The quota is not what these tests are about.
+        let mut args = vec![
+            "--listen",
+            listen.as_str(),
+            "--no-local-executor",
+            "--quota-concurrent-tasks",
+            "1000",
+        ];
+        args.extend_from_slice(replica_args);
+        let replicas = vec![set.replica(&args).await, set.replica(&args).await];
+        Some(Self {
+            net,
+            set,
+            replicas,
+            nodes: Vec::new(),
+        })
     }
 
     fn admin(&self) -> &Client {
@@ -1003,6 +1021,151 @@ async fn a_reclaimed_executor_hands_back_its_work_uncounted() {
         }
     }
     assert!(handed_back > 0, "the reclaimed node had work to hand back");
+    for r in &fleet.replicas {
+        r.assert_no_panic();
+    }
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A node given a certificate serves its data plane over TLS, and the
+/// replicas, told to trust its CA, reach it there; nothing answers it in
+/// plain HTTP, and a client that does not trust the CA is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_serves_its_data_plane_over_tls() {
+    let pki = tempfile::tempdir().unwrap();
+    let dir = pki.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=berth test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    let ca = dir.join("ca.pem").display().to_string();
+    let Some(mut fleet) = Fleet::bare(1, &["--node-ca", &ca]).await else {
+        return;
+    };
+    let ns = &fleet.net.namespaces[0];
+    std::fs::write(
+        dir.join("san.cnf"),
+        format!(
+            "subjectAltName=IP:{}\nextendedKeyUsage=serverAuth\n",
+            ns.addr
+        ),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=berth node",
+            "-keyout",
+            "node.key",
+            "-out",
+            "node.csr",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "node.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.cnf",
+            "-out",
+            "node.pem",
+        ],
+    );
+    let token = fleet.admin().create_join_token("tls").await.unwrap().token;
+    let (cert, key) = (dir.join("node.pem"), dir.join("node.key"));
+    let node = Node::start_with(
+        ns,
+        &fleet.replicas[0].url,
+        &token,
+        "zone-1",
+        20,
+        &[
+            "--tls-cert",
+            cert.to_str().unwrap(),
+            "--tls-key",
+            key.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let id = node.id.clone();
+    fleet.nodes.push(node);
+    fleet.await_active(1).await;
+    let listed = fleet.admin().executor(&id).await.unwrap();
+    assert!(
+        listed.address.starts_with(&format!("https://{}:", ns.addr)),
+        "{}",
+        listed.address
+    );
+
+    fleet.admin().deploy("who", &who()).await.unwrap();
+    for (i, c) in fleet.clients().iter().enumerate() {
+        let out = text(
+            c.invoke("who", None, Call::new(format!("over tls {i}")))
+                .await
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(split(&out), (id.clone(), format!("over tls {i}")));
+    }
+
+    // The port speaks TLS only, with a certificate only the CA vouches for.
+    let port = listed.address.rsplit(':').next().unwrap().to_owned();
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}:{port}/node/v1/status", ns.addr))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err(), "plain HTTP answered: {plain:?}");
+    let untrusted = reqwest::Client::new()
+        .get(format!("{}/node/v1/status", listed.address))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .expect_err("a client without the CA must not connect");
+    assert!(untrusted.is_connect(), "{untrusted:?}");
     for r in &fleet.replicas {
         r.assert_no_panic();
     }
