@@ -265,15 +265,8 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
             tasks.drain(grace).await;
         })
     };
-    // Without TCP_NODELAY the last small write of an answer (a blob's tail
-    // after a full buffer) waits for the client's delayed ACK: ~40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
     // In-flight sync calls are drained by the HTTP server itself.
-    axum::serve(listener, app)
+    axum::serve(nodelay(listener), app)
         .with_graceful_shutdown(signal(shutdown.clone()))
         .await
         .map_err(ServerError::Serve)?;
@@ -286,6 +279,19 @@ pub async fn run(cfg: Config) -> Result<(), ServerError> {
 /// Every connection and every call in flight holds descriptors; the usual
 /// soft limit of 1024 would turn a burst of callers into accept errors, so
 /// the server takes what the hard limit allows, as servers commonly do.
+/// Without TCP_NODELAY a small write after another (a blob's tail after a
+/// full buffer, a data plane frame after the last) waits for the peer's
+/// delayed ACK: ~40 ms.
+pub(crate) fn nodelay(
+    listener: tokio::net::TcpListener,
+) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    })
+}
+
 /// The listener, and the address it got (a port 0 is chosen here).
 pub(crate) async fn bind(
     at: SocketAddr,
