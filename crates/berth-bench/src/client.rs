@@ -196,6 +196,21 @@ pub struct Series {
     pub server_cpu: Option<Duration>,
 }
 
+impl Series {
+    /// Adds a later series of the same target: one figure from series
+    /// measured in turns with other targets.
+    pub fn absorb(&mut self, later: Series) {
+        self.server_cpu = if self.latencies.is_empty() {
+            later.server_cpu
+        } else {
+            self.server_cpu.zip(later.server_cpu).map(|(a, b)| a + b)
+        };
+        self.latencies.extend(later.latencies);
+        self.timings.extend(later.timings);
+        self.wall += later.wall;
+    }
+}
+
 /// Reads a server's CPU time so far, where there is a process to read.
 pub type CpuProbe<'a> = &'a dyn Fn() -> Option<Duration>;
 
@@ -237,11 +252,34 @@ pub async fn closed_loop(
     warmup_each: usize,
     cpu: CpuProbe<'_>,
 ) -> Result<Series> {
+    closed_loop_over(
+        std::slice::from_ref(target),
+        body,
+        workers,
+        total,
+        warmup_each,
+        cpu,
+    )
+    .await
+}
+
+/// [`closed_loop`] with the workers dealt over several targets in turn
+/// (the replicas of a set), all drawing on the one count of `total`.
+pub async fn closed_loop_over(
+    targets: &[Target],
+    body: Bytes,
+    workers: usize,
+    total: usize,
+    warmup_each: usize,
+    cpu: CpuProbe<'_>,
+) -> Result<Series> {
+    ensure!(!targets.is_empty(), "a closed loop needs a target");
     let mut conns = Vec::with_capacity(workers);
-    for _ in 0..workers {
-        conns.push(Conn::open(target.addr).await?);
+    for i in 0..workers {
+        let target = &targets[i % targets.len()];
+        conns.push((Conn::open(target.addr).await?, target.clone()));
     }
-    let warm = conns.iter_mut().map(|c| {
+    let warm = conns.iter_mut().map(|(c, target)| {
         let (target, body) = (target.clone(), body.clone());
         async move {
             for _ in 0..warmup_each {
@@ -259,8 +297,8 @@ pub async fn closed_loop(
     let begun = Instant::now();
     let handles: Vec<_> = conns
         .into_iter()
-        .map(|mut conn| {
-            let (target, body, next) = (target.clone(), body.clone(), Arc::clone(&next));
+        .map(|(mut conn, target)| {
+            let (body, next) = (body.clone(), Arc::clone(&next));
             tokio::spawn(async move {
                 let mut mine = Vec::new();
                 while next.fetch_add(1, Ordering::Relaxed) < total {

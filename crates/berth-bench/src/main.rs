@@ -4,11 +4,16 @@
 //! hand, never by the test suite: the numbers depend on the machine and
 //! take minutes to gather. Without a subcommand it measures one server's
 //! warm path (scripts/bench.sh); `set` measures the async queue and the
-//! registry of a set on PostgreSQL and S3 (scripts/bench-set.sh).
+//! registry of a set on PostgreSQL and S3 (scripts/bench-set.sh); `fleet`
+//! measures what running calls on executor nodes adds
+//! (scripts/bench-fleet.sh).
 
 mod client;
+mod cpu;
 mod echo;
+mod fleet;
 mod machine;
+mod pg;
 mod photo;
 mod report;
 mod server;
@@ -39,6 +44,10 @@ const MAX_CONTAINERS: usize = 64;
 const SMALL_BODY: usize = 64;
 /// The stdin of every cold start.
 const COLD_INPUT: &[u8] = b"a small stdin for a cold start\n";
+/// The warm path's functions: busybox `cat` forked per call, and
+/// echo-http proxied.
+const WARM_EXEC: &str = "bench-exec";
+const WARM_HTTP: &str = "bench-http";
 
 #[derive(Parser, Debug)]
 #[command(
@@ -60,6 +69,9 @@ enum Command {
     /// The async queue of a set (SQLite, PostgreSQL, three replicas) against
     /// a bare SKIP LOCKED loop, and the registry on S3 against the filesystem.
     Set(set::SetArgs),
+    /// The warm path through a replica and an executor node against an
+    /// all-in-one server, and the throughput of two replicas against one.
+    Fleet(fleet::FleetArgs),
 }
 
 /// The warm path benchmark's flags.
@@ -165,6 +177,15 @@ async fn main() -> ExitCode {
                 _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
             }
         }
+        (Some(Command::Fleet(mut args)), _) => {
+            if args.quick {
+                args.shrink();
+            }
+            tokio::select! {
+                r = fleet::run(&args) => r,
+                _ = tokio::signal::ctrl_c() => Err(anyhow!("interrupted")),
+            }
+        }
         (None, Some(mut args)) => {
             if args.quick {
                 args.shrink();
@@ -229,8 +250,8 @@ async fn measure(
     let warm = warm_path(args, server, baseline).await?;
     mark("throughput");
     let levels = throughput(args, server, baseline).await?;
-    server.delete("bench-exec").await?;
-    server.delete("bench-http").await?;
+    server.delete(WARM_EXEC).await?;
+    server.delete(WARM_HTTP).await?;
     mark("cold start");
     let cold = cold_starts(args, server).await?;
     mark("thumbnails");
@@ -281,26 +302,33 @@ fn invoke_target(server: &BerthServer, name: &str, query: &str) -> Result<Target
     Target::new(server.addr, path, Some(&server.key))
 }
 
-async fn warm_path(
-    args: &Args,
-    server: &BerthServer,
-    baseline: std::net::SocketAddr,
-) -> Result<Warm> {
+/// The warm path's two functions, [`WARM_EXEC`] and [`WARM_HTTP`], as
+/// every benchmark of the warm path deploys them.
+async fn deploy_warm(server: &BerthServer) -> Result<()> {
     let exec = FunctionConfig {
         concurrency: 16,
         max_instances: 2,
         ..cat()?
     };
-    server.deploy("bench-exec", &exec).await?;
+    server.deploy(WARM_EXEC, &exec).await?;
     let http = FunctionConfig {
         mode: Mode::Http,
         concurrency: 64,
         ..function(ECHO_HTTP)?
     };
-    server.deploy("bench-http", &http).await?;
+    server.deploy(WARM_HTTP, &http).await?;
+    Ok(())
+}
+
+async fn warm_path(
+    args: &Args,
+    server: &BerthServer,
+    baseline: std::net::SocketAddr,
+) -> Result<Warm> {
+    deploy_warm(server).await?;
     let base = Target::new(baseline, "/echo", None)?;
-    let exec = invoke_target(server, "bench-exec", "")?;
-    let http = invoke_target(server, "bench-http", "")?;
+    let exec = invoke_target(server, WARM_EXEC, "")?;
+    let http = invoke_target(server, WARM_HTTP, "")?;
     let none = || None;
     let cpu = || server.cpu_time();
     let (n, w) = (args.samples, args.warmup);
@@ -324,8 +352,8 @@ async fn throughput(
     baseline: std::net::SocketAddr,
 ) -> Result<Vec<Level>> {
     let base = Target::new(baseline, "/echo", None)?;
-    let exec = invoke_target(server, "bench-exec", "")?;
-    let http = invoke_target(server, "bench-http", "")?;
+    let exec = invoke_target(server, WARM_EXEC, "")?;
+    let http = invoke_target(server, WARM_HTTP, "")?;
     let none = || None;
     let cpu = || server.cpu_time();
     let total = args.throughput_requests;

@@ -329,11 +329,11 @@ fn thumbnails(s: &mut String, r: &Results) -> std::fmt::Result {
     Ok(())
 }
 
-fn lat(series: &Series) -> Samples {
+pub fn lat(series: &Series) -> Samples {
     Samples::from_durations(&series.latencies)
 }
 
-fn rate(series: &Series) -> f64 {
+pub fn rate(series: &Series) -> f64 {
     series.latencies.len() as f64 / series.wall.as_secs_f64()
 }
 
@@ -348,7 +348,7 @@ fn pct_of(v: f64, of: f64) -> String {
 
 /// Enough digits to tell tens of microseconds apart below a millisecond,
 /// and no false precision above.
-fn ms(v: f64) -> String {
+pub fn ms(v: f64) -> String {
     if v.is_nan() {
         "–".into()
     } else if v < 1.0 {
@@ -360,7 +360,18 @@ fn ms(v: f64) -> String {
     }
 }
 
-fn plus(v: f64) -> String {
+/// A ratio of two figures; "–" where one of them is missing.
+pub fn ratio(v: f64) -> String {
+    if v.is_nan() || v.is_infinite() {
+        "–".into()
+    } else if v < 0.1 {
+        format!("{v:.3}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+pub fn plus(v: f64) -> String {
     if v >= 0.0 {
         format!("+{}", ms(v))
     } else {
@@ -368,21 +379,23 @@ fn plus(v: f64) -> String {
     }
 }
 
-fn verdict(met: bool) -> &'static str {
+pub fn verdict(met: bool) -> &'static str {
     if met { "**met**" } else { "**missed**" }
 }
 
-fn cpu_per_call(series: &Series) -> String {
-    match series.server_cpu {
-        Some(cpu) if !series.latencies.is_empty() => format!(
-            "{:.0} µs",
-            cpu.as_secs_f64() * 1e6 / series.latencies.len() as f64
-        ),
+pub fn cpu_per_call(series: &Series) -> String {
+    per_call(series.server_cpu, series.latencies.len())
+}
+
+/// CPU time per call in µs; blank where no process was measured.
+pub fn per_call(cpu: Option<std::time::Duration>, calls: usize) -> String {
+    match cpu {
+        Some(cpu) if calls > 0 => format!("{:.0} µs", cpu.as_secs_f64() * 1e6 / calls as f64),
         _ => String::new(),
     }
 }
 
-fn timing_summary(timings: &[ServerTiming]) -> String {
+pub fn timing_summary(timings: &[ServerTiming]) -> String {
     let part = |name: &str, pick: fn(&ServerTiming) -> Option<f64>| {
         let v = Samples::from_ms(timings.iter().filter_map(pick).collect());
         format!("{name} {} / {}", ms0(v.p50()), ms0(v.p99()))
@@ -396,7 +409,7 @@ fn timing_summary(timings: &[ServerTiming]) -> String {
 }
 
 /// Server-Timing carries whole milliseconds; decimals would mislead.
-fn ms0(v: f64) -> String {
+pub fn ms0(v: f64) -> String {
     if v.is_nan() {
         "–".into()
     } else {

@@ -151,17 +151,12 @@ impl BerthServer {
     }
 
     pub fn log_tail(&self, lines: usize) -> String {
-        log_tail(self.dir.path(), lines)
+        tail(&self.dir.path().join("server.log"), lines)
     }
 
     /// The log's warnings and errors so far.
     pub fn log_problems(&self) -> Vec<String> {
-        std::fs::read_to_string(self.dir.path().join("server.log"))
-            .unwrap_or_default()
-            .lines()
-            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
-            .map(str::to_owned)
-            .collect()
+        problems(&self.dir.path().join("server.log"))
     }
 
     /// The typed client of the v1 contract, as the admin.
@@ -220,14 +215,7 @@ impl BerthServer {
 
     /// CPU time the server process has used so far (user + system).
     pub fn cpu_time(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid()?)).ok()?;
-        // The command name may hold spaces; the fields after it do not.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        let ticks: u64 =
-            fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-        let hz = rustix::param::clock_ticks_per_second();
-        Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+        process_cpu(self.pid()?)
     }
 
     /// SIGTERM, a bounded wait, then SIGKILL; then the containers go.
@@ -239,18 +227,7 @@ impl BerthServer {
         if self.node.is_empty() {
             return;
         }
-        match docker_ps(&[&format!("label=dev.berth.node={}", self.node)]) {
-            Ok(ids) if !ids.is_empty() => {
-                let _ = Command::new("docker")
-                    .args(["rm", "-f"])
-                    .args(&ids)
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .status();
-            }
-            Ok(_) => {}
-            Err(e) => eprintln!("berth-bench: could not list containers to remove: {e:#}"),
-        }
+        remove_containers(&self.node);
     }
 }
 
@@ -260,7 +237,20 @@ impl Drop for BerthServer {
     }
 }
 
-fn terminate(child: &mut Child) {
+/// CPU time a process has used so far (user + system).
+pub fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it do not.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = rustix::param::clock_ticks_per_second();
+    Some(Duration::from_secs_f64(ticks as f64 / hz as f64))
+}
+
+/// SIGTERM, a bounded wait for the process to finish what it does on
+/// SIGTERM, then SIGKILL.
+pub fn terminate(child: &mut Child) {
     if let Ok(None) = child.try_wait() {
         let pid = rustix::process::Pid::from_child(child);
         let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
@@ -271,14 +261,44 @@ fn terminate(child: &mut Child) {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        eprintln!("berth-bench: the server ignored SIGTERM; killing it");
+        eprintln!(
+            "berth-bench: process {} ignored SIGTERM; killing it",
+            child.id()
+        );
         let _ = child.kill();
     }
     let _ = child.wait();
 }
 
-fn log_tail(dir: &Path, lines: usize) -> String {
-    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+/// Every container, running or not, labelled as the given node's.
+pub fn remove_containers(node: &str) {
+    match docker_ps(&[&format!("label=dev.berth.node={node}")]) {
+        Ok(ids) if !ids.is_empty() => {
+            let _ = Command::new("docker")
+                .args(["rm", "-f"])
+                .args(&ids)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        Ok(_) => {}
+        Err(e) => eprintln!("berth-bench: could not list containers to remove: {e:#}"),
+    }
+}
+
+/// A log's warnings and errors.
+pub fn problems(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The last `lines` lines of a log file.
+pub fn tail(path: &Path, lines: usize) -> String {
+    let log = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = log.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
@@ -303,4 +323,15 @@ pub fn docker_ps(filters: &[&str]) -> Result<Vec<String>> {
 pub fn existing(path: &Path, what: &str) -> Result<PathBuf> {
     path.canonicalize()
         .with_context(|| format!("{what} not found at {}", path.display()))
+}
+
+/// An admin key for the replicas of a set, which must all share one.
+pub fn random_key() -> Result<String> {
+    use std::io::Read as _;
+    let mut bytes = [0u8; 24];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    Ok(format!(
+        "berth_{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    ))
 }

@@ -13,9 +13,9 @@ use anyhow::{Context, Result, ensure};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use super::cpu;
 use super::queue::Drain;
 use super::{BODY_BYTES, BaselineResult, SetArgs};
+use crate::cpu;
 use crate::progress;
 
 const SCHEMA: &[&str] = &[

@@ -15,13 +15,13 @@ use futures::{StreamExt, TryStreamExt};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
-use super::cpu;
 use super::{
     BODY_BYTES, FUNCTION, INSTANCE_CONCURRENCY, MAX_CONTAINERS, MAX_INSTANCES, MIN_INSTANCES,
     QUOTA_CONCURRENT, QueueResult, SetArgs, Setup,
 };
+use crate::cpu;
 use crate::progress;
-use crate::server::{BerthServer, Options};
+use crate::server::{self, BerthServer, Options};
 
 /// Longest a phase may take to drain; past it something is stuck.
 const DRAIN_PATIENCE: Duration = Duration::from_secs(300);
@@ -111,7 +111,7 @@ impl Replicas {
     ) -> Result<Self> {
         // The replicas of a set share one admin key; one node makes its own.
         let key = if setup.replicas > 1 {
-            Some(random_key()?)
+            Some(server::random_key()?)
         } else {
             None
         };
@@ -170,16 +170,6 @@ impl Replicas {
             .collect::<Vec<_>>()
             .join("\n")
     }
-}
-
-fn random_key() -> Result<String> {
-    use std::io::Read as _;
-    let mut bytes = [0u8; 24];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
-    Ok(format!(
-        "berth_{}",
-        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-    ))
 }
 
 fn function() -> Result<FunctionConfig> {

@@ -9,6 +9,7 @@ use super::{
     MIN_INSTANCES, QUOTA_CONCURRENT, Results, SetArgs,
 };
 use crate::machine::Machine;
+use crate::report::{ms, ratio};
 use crate::stats::Samples;
 
 pub const HEADING: &str = "## A set: queue and registry";
@@ -267,12 +268,12 @@ fn cpu_table(s: &mut String, args: &SetArgs, r: &Results) -> std::fmt::Result {
         args.tasks
     )?;
     write!(s, "| setup |")?;
-    for class in super::cpu::CLASSES {
+    for class in crate::cpu::CLASSES {
         write!(s, " {class} |")?;
     }
     writeln!(s, " kernel & ended | total | busy |")?;
     write!(s, "|---|")?;
-    for _ in super::cpu::CLASSES {
+    for _ in crate::cpu::CLASSES {
         write!(s, "--:|")?;
     }
     writeln!(s, "--:|--:|--:|")?;
@@ -289,7 +290,7 @@ fn cpu_table(s: &mut String, args: &SetArgs, r: &Results) -> std::fmt::Result {
         let u = &d.cpu;
         let per_task = |secs: f64| secs * 1e3 / d.tasks as f64;
         write!(s, "| {name} |")?;
-        for class in super::cpu::CLASSES {
+        for class in crate::cpu::CLASSES {
             let v = u.by_class.get(class).copied().unwrap_or(0.0);
             write!(s, " {} |", ms(per_task(v)))?;
         }
@@ -427,30 +428,6 @@ fn wait_pcts(d: &Drain, f: fn(f64) -> String) -> String {
 fn whole(v: f64) -> String {
     if v.is_nan() {
         "–".into()
-    } else {
-        format!("{v:.0}")
-    }
-}
-
-fn ratio(v: f64) -> String {
-    if v.is_nan() || v.is_infinite() {
-        "–".into()
-    } else if v < 0.1 {
-        format!("{v:.3}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
-/// Enough digits to tell tens of microseconds apart below a millisecond,
-/// and no false precision above.
-fn ms(v: f64) -> String {
-    if v.is_nan() {
-        "–".into()
-    } else if v < 1.0 {
-        format!("{v:.3}")
-    } else if v < 100.0 {
-        format!("{v:.2}")
     } else {
         format!("{v:.0}")
     }

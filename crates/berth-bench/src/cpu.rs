@@ -1,6 +1,6 @@
 //! Where the machine's CPU went during a phase, by process: on a small
 //! machine every component of a set shares the cores, so a throughput is
-//! best read as CPU per task.
+//! best read as CPU per task or call.
 //!
 //! Each process counts its own time (`utime + stime` in `/proc/PID/stat`),
 //! all its threads included. An instance's agent also counts the children
@@ -46,6 +46,15 @@ impl Use {
     /// Busy time no live process accounts for.
     pub fn unattributed(&self) -> f64 {
         (self.busy - self.by_class.values().sum::<f64>()).max(0.0)
+    }
+
+    /// Adds a later part of the same phase, measured in turns with others.
+    pub fn absorb(&mut self, later: &Use) {
+        self.wall += later.wall;
+        self.busy += later.busy;
+        for (class, secs) in &later.by_class {
+            *self.by_class.entry(class).or_insert(0.0) += secs;
+        }
     }
 }
 
