@@ -185,9 +185,10 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
         .clone()
         .unwrap_or_else(|| format!("{scheme}://{bound}"));
     let ca = match &cfg.ca {
-        Some(path) => Some(std::fs::read(path).map_err(|e| {
-            ServerError::Config(format!("--ca {}: {e}", path.display()))
-        })?),
+        Some(path) => Some(
+            std::fs::read(path)
+                .map_err(|e| ServerError::Config(format!("--ca {}: {e}", path.display())))?,
+        ),
         None => None,
     };
     let set = cfg.join.trim_end_matches('/').to_owned();
@@ -298,7 +299,8 @@ pub async fn run_node(cfg: NodeConfig) -> Result<(), ServerError> {
     );
     info!(node = %identity.node_id, %advertise, %set, "executor node up");
 
-    let client = Client::with_ca(&set, &identity.credential, ca.as_deref()).map_err(config_error)?;
+    let client =
+        Client::with_ca(&set, &identity.credential, ca.as_deref()).map_err(config_error)?;
     let every = Duration::from_millis(identity.heartbeat_every_ms.clamp(200, 60_000));
     let lost_after = Duration::from_millis(identity.lost_after_ms.max(1000));
     let mut last_ack = Instant::now();

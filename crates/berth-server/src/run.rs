@@ -357,7 +357,9 @@ impl NodeLink {
             }
         }
         Ok(Self {
-            http: builder.build().map_err(|e| ServerError::Config(e.to_string()))?,
+            http: builder
+                .build()
+                .map_err(|e| ServerError::Config(e.to_string()))?,
             secret: berth_node::SharedSecret::unset(),
         })
     }
