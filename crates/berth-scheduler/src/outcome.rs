@@ -14,6 +14,8 @@ pub(crate) type Reported = Result<Result<RunOutcome, ExecError>, oneshot::error:
 fn run_error(e: &ExecError) -> TaskError {
     let code = match e {
         ExecError::EngineUnavailable(_) => ErrorCode::EngineUnavailable,
+        // The node went, not the engine: 503 executor_lost to a caller.
+        ExecError::ExecutorLost(_) | ExecError::Reclaimed(_) => ErrorCode::ExecutorLost,
         _ => ErrorCode::EngineError,
     };
     TaskError::new(code, e.to_string())
@@ -66,4 +68,30 @@ pub(crate) fn overrule(finish: &mut Finish, error: TaskError) {
         exit_code: finish.outcome.exit_code,
         ..Outcome::failed(error)
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lost_node_is_told_apart_from_a_failed_engine() {
+        let code = |e: ExecError| run_error(&e).code;
+        assert_eq!(
+            code(ExecError::ExecutorLost("gone".into())),
+            ErrorCode::ExecutorLost
+        );
+        assert_eq!(
+            code(ExecError::Reclaimed("taken".into())),
+            ErrorCode::ExecutorLost
+        );
+        assert_eq!(
+            code(ExecError::Engine("oops".into())),
+            ErrorCode::EngineError
+        );
+        assert_eq!(
+            code(ExecError::EngineUnavailable("down".into())),
+            ErrorCode::EngineUnavailable
+        );
+    }
 }

@@ -779,8 +779,45 @@ async fn a_killed_executor_loses_nothing() {
         assert!(begun.elapsed() < PATIENCE, "the node never got work");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Sync calls in flight too, over every node: those on the victim must
+    // end at once with 503 executor_lost, not hang, the others succeed.
+    let mut calls = Vec::new();
+    for k in 0..24 {
+        let c = clients[k % 2].clone();
+        calls.push(tokio::spawn(async move {
+            let began = Instant::now();
+            let r = c
+                .invoke("who", None, Call::new(format!("6 sync {k}")))
+                .await;
+            let r = match r {
+                Ok(resp) => Ok(text(resp).await),
+                Err(e) => Err(e),
+            };
+            (k, r, began.elapsed())
+        }));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     let killed_at = time::OffsetDateTime::now_utc();
     fleet.nodes[1].kill();
+    let mut lost_calls = 0;
+    for call in calls {
+        let (k, r, took) = call.await.unwrap();
+        match r {
+            Ok(out) => {
+                let (node, rest) = split(&out);
+                assert_ne!(node, victim, "call {k} answered from the killed node");
+                assert_eq!(rest, format!("6 sync {k}"));
+            }
+            Err(e) => {
+                assert_eq!(e.status().map(|s| s.as_u16()), Some(503), "call {k}: {e}");
+                assert_eq!(e.code(), Some("executor_lost"), "call {k}: {e}");
+                // Told before the function's own 6 s were up.
+                assert!(took < Duration::from_secs(6), "call {k} took {took:?}");
+                lost_calls += 1;
+            }
+        }
+    }
+    assert!(lost_calls > 0, "some sync calls were on the killed node");
     let rerun = all_correct(&clients, &tasks, "3").await;
     assert!(!rerun.is_empty(), "the killed node was running some tasks");
     let mut delays: Vec<f64> = Vec::new();
